@@ -1,0 +1,189 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/netsource/netsource/nodes/links"
+	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
+	"github.com/netsource/netsource/streams"
+)
+
+// portActor converges one port: its device on the network's bridge, MTU, admin state, and
+// for veth bindings the peer in the VM namespace.
+type portActor struct {
+	env     *Env
+	id      string
+	log     zerolog.Logger
+	status  *statusTracker
+	desired *portDesired
+	network *networkState
+	wasUp   bool   // the port reached ACTIVE/DOWN with its device present at least once
+	repair  string // set when the device was changed outside netsource: the next status says so
+	// failures counts consecutive failed converges; gen invalidates scheduled retries.
+	failures, gen int
+}
+
+func newPortActor(env *Env, id string) actor.Actor {
+	return &portActor{env: env, id: id, log: env.Log.With().Str("port", id).Logger(),
+		status: env.tracker(string(streams.KindPort), id)}
+}
+
+func (a *portActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *portDesired:
+		if a.desired == nil || m.seq != a.desired.seq {
+			a.failures = 0
+		}
+		a.desired = m
+		a.converge(ctx)
+	case *networkState:
+		a.network = m
+		a.converge(ctx)
+	case *resync:
+		a.converge(ctx)
+	case *retry:
+		if m.gen == a.gen {
+			a.converge(ctx)
+		}
+	case *linkEvent:
+		if a.diverged(m.event) {
+			a.log.Info().Str("device", m.event.Name).Bool("deleted", m.event.Deleted).Msg("device changed outside netsource")
+			if a.status.phase == nsv1.Phase_PHASE_ACTIVE || a.status.phase == nsv1.Phase_PHASE_DOWN {
+				a.repair = fmt.Sprintf("device %s was changed outside netsource (deleted: %t); repaired", m.event.Name, m.event.Deleted)
+			}
+			a.converge(ctx)
+		}
+	}
+}
+
+// diverged reports whether a kernel event shows the device is not as wanted.
+func (a *portActor) diverged(ev links.LinkEvent) bool {
+	if a.desired == nil || a.desired.deleted || a.network == nil || !a.network.ready {
+		return ev.Deleted
+	}
+	wantUp := a.desired.port.IsAdminStateUp() && a.network.network.IsAdminStateUp()
+	return ev.Deleted || ev.Master != a.network.spec.Bridge || ev.Up != wantUp || a.status.phase != nsv1.Phase_PHASE_ACTIVE && wantUp
+}
+
+func (a *portActor) converge(ctx actor.Context) {
+	d := a.desired
+	if d == nil {
+		return
+	}
+	a.gen++
+	if d.deleted {
+		a.remove(ctx)
+		return
+	}
+	if a.status.seq != d.seq {
+		a.status.report(nsv1.Phase_PHASE_BUILD, "converging", d.seq, time.Time{}, nil, nil)
+	}
+	switch {
+	case a.network == nil:
+		a.status.report(nsv1.Phase_PHASE_PENDING, "waiting for network "+d.port.GetNetworkId(), d.seq, time.Time{}, nil, nil)
+		return
+	case !a.network.ready && a.network.final:
+		a.status.report(nsv1.Phase_PHASE_ERROR, a.network.reason, d.seq, d.received, nil, nil)
+		return
+	case !a.network.ready:
+		a.status.report(nsv1.Phase_PHASE_BUILD, a.network.reason, d.seq, time.Time{}, nil, nil)
+		return
+	}
+	spec, err := PortSpec(d.port, a.network.network, a.network.spec)
+	if err != nil {
+		a.status.report(nsv1.Phase_PHASE_ERROR, err.Error(), d.seq, d.received, nil, nil)
+		return
+	}
+	opCtx, cancel := a.env.opContext()
+	state, err := a.env.Dataplane.EnsurePort(opCtx, spec)
+	cancel()
+	details := map[string]string{"device": spec.Device, "bridge": spec.Bridge}
+	if spec.Binding == links.BindingVeth {
+		details["netns"] = spec.Peer.Netns
+	}
+	switch {
+	case errors.Is(err, links.ErrDeviceMissing):
+		// A tap binding waits for the hypervisor; the link watcher wakes us when it appears.
+		a.failures = 0
+		if a.wasUp || a.status.phase == nsv1.Phase_PHASE_ACTIVE {
+			a.status.report(nsv1.Phase_PHASE_DOWN, fmt.Sprintf("device %s disappeared", spec.Device), d.seq, d.received, details, nil)
+		} else {
+			a.status.report(nsv1.Phase_PHASE_BUILD, fmt.Sprintf("waiting for device %s", spec.Device), d.seq, time.Time{}, details, nil)
+		}
+	case errors.Is(err, links.ErrBridgeFull):
+		a.status.report(nsv1.Phase_PHASE_ERROR, err.Error(), d.seq, d.received, details, nil)
+	case err != nil:
+		a.fail(ctx, err, details)
+	default:
+		a.failures = 0
+		a.wasUp = true
+		details["ifindex"] = fmt.Sprint(state.Ifindex)
+		phase, reason := nsv1.Phase_PHASE_ACTIVE, "device "+spec.Device+" plugged into "+spec.Bridge
+		if !spec.AdminUp {
+			phase, reason = nsv1.Phase_PHASE_DOWN, "admin_state_up is false"
+			if !a.network.network.IsAdminStateUp() {
+				reason = "network admin_state_up is false"
+			}
+		}
+		if a.repair != "" && spec.Binding == links.BindingVeth {
+			reason = a.repair
+		}
+		a.repair = ""
+		a.status.report(phase, reason, d.seq, d.received, details, a.l2())
+	}
+}
+
+// l2 is what other agents learn about this port (l2population, remote groups).
+func (a *portActor) l2() *nsv1.PortL2 {
+	p := a.desired.port
+	l2 := &nsv1.PortL2{NetworkId: p.GetNetworkId(), MacAddress: p.GetMacAddress(), SecurityGroups: p.GetSecurityGroups()}
+	for _, ip := range p.GetFixedIps() {
+		l2.IpAddresses = append(l2.IpAddresses, ip.GetIpAddress())
+	}
+	if a.env.Config.VXLAN.Enabled() {
+		l2.TunnelIp = a.env.Config.VXLAN.LocalIP
+	}
+	return l2
+}
+
+func (a *portActor) fail(ctx actor.Context, err error, details map[string]string) {
+	a.failures++
+	delay := a.env.Backoff.Delay(a.failures)
+	reason := err.Error()
+	if strings.TrimSpace(reason) == "" {
+		reason = "converge failed"
+	}
+	a.log.Warn().Err(err).Int("attempt", a.failures).Dur("retry_in", delay).Msg("port converge failed")
+	a.status.report(nsv1.Phase_PHASE_ERROR, reason, a.desired.seq, a.desired.received, details, nil)
+	scheduleRetry(ctx, delay, a.gen)
+}
+
+func (a *portActor) remove(ctx actor.Context) {
+	d := a.desired
+	spec := links.PortSpec{ID: a.id, Device: links.TapName(a.id)}
+	if d.port.GetBinding().GetType() == "veth" {
+		spec.Binding = links.BindingVeth
+		spec.Peer = links.VethPeer{Netns: d.port.GetBinding().GetNetns(), Name: links.PeerName(a.id)}
+	}
+	opCtx, cancel := a.env.opContext()
+	err := a.env.Dataplane.DeletePort(opCtx, spec)
+	cancel()
+	if err != nil {
+		a.fail(ctx, fmt.Errorf("remove port devices: %w", err), nil)
+		return
+	}
+	a.status.report(nsv1.Phase_PHASE_DELETED, "devices removed", d.seq, d.received, nil, nil)
+	ctx.Send(ctx.Parent(), &portGone{id: a.id})
+}
+
+// scheduleRetry re-drives the calling actor after delay unless it converged meanwhile.
+func scheduleRetry(ctx actor.Context, delay time.Duration, gen int) {
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	time.AfterFunc(delay, func() { root.Send(self, &retry{gen: gen}) })
+}

@@ -1,0 +1,128 @@
+package actors
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/netsource/netsource/nodes/config"
+	"github.com/netsource/netsource/nodes/links"
+	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
+)
+
+// NetworkSpec translates a network into the plumbing this host needs for it, using the
+// agent's mappings: flat and vlan networks need their physical network mapped, vxlan needs
+// VXLAN enabled. The error says which option is missing.
+func NetworkSpec(cfg *config.Config, n *nsv1.Network) (links.NetworkSpec, error) {
+	spec := links.NetworkSpec{ID: n.GetId(), Bridge: links.BridgeName(n.GetId()), MTU: int(n.GetMtu())}
+	physnet := n.GetPhysicalNetwork()
+	mapped := func() (string, bool, error) {
+		if br, ok := cfg.BridgeMappings[physnet]; ok {
+			return br, true, nil
+		}
+		if dev, ok := cfg.PhysicalInterfaceMappings[physnet]; ok {
+			return dev, false, nil
+		}
+		return "", false, fmt.Errorf("physical_network %q is in neither physical_interface_mappings nor bridge_mappings of host %s",
+			physnet, cfg.Host)
+	}
+	switch n.GetNetworkType() {
+	case "local":
+	case "flat":
+		dev, external, err := mapped()
+		if err != nil {
+			return spec, err
+		}
+		if external {
+			spec.Bridge, spec.External = dev, true
+		} else {
+			spec.Uplink = links.Uplink{Kind: links.UplinkPhysical, Device: dev}
+		}
+	case "vlan":
+		dev, external, err := mapped()
+		if err != nil {
+			return spec, err
+		}
+		if external {
+			// As Neutron: a mapped bridge's VLAN networks still need the sub-interface,
+			// made on the bridge itself.
+			spec.Bridge, spec.External = dev, true
+		}
+		spec.Uplink = links.Uplink{Kind: links.UplinkVLAN, Device: dev, VLANID: int(n.GetSegmentationId())}
+	case "vxlan":
+		if !cfg.VXLAN.Enabled() {
+			return spec, fmt.Errorf("vxlan network on host %s, whose enable_vxlan is false", cfg.Host)
+		}
+		vni := n.GetSegmentationId()
+		spec.Uplink = links.Uplink{Kind: links.UplinkVXLAN, VXLAN: links.VXLAN{
+			VNI:      vni,
+			Local:    net.ParseIP(cfg.VXLAN.LocalIP),
+			Group:    cfg.VXLAN.GroupFor(vni),
+			Port:     cfg.VXLAN.UDPPort,
+			TTL:      cfg.VXLAN.TTL,
+			TOS:      cfg.VXLAN.TOS,
+			Learning: !cfg.VXLAN.L2Population,
+		}}
+		if cfg.VXLAN.L2Population {
+			spec.Uplink.VXLAN.Group = nil
+		}
+	default:
+		return spec, fmt.Errorf("network_type %q is not supported by the %s mechanism", n.GetNetworkType(), cfg.Mechanism)
+	}
+	return spec, nil
+}
+
+// PortSpec translates a port on its (ready) network into the wanted devices.
+func PortSpec(p *nsv1.Port, n *nsv1.Network, plumbing links.NetworkSpec) (links.PortSpec, error) {
+	spec := links.PortSpec{
+		ID: p.GetId(), Device: links.TapName(p.GetId()), Bridge: plumbing.Bridge, MTU: int(n.GetMtu()),
+		AdminUp: p.IsAdminStateUp() && n.IsAdminStateUp(),
+	}
+	if p.GetBinding().GetType() != "veth" {
+		spec.Binding = links.BindingTap
+		return spec, nil
+	}
+	mac, err := parseMAC(p.GetMacAddress())
+	if err != nil {
+		return spec, err
+	}
+	spec.Binding = links.BindingVeth
+	spec.Peer = links.VethPeer{Netns: p.GetBinding().GetNetns(), Name: links.PeerName(p.GetId()), MAC: mac}
+	subnets := map[string]*nsv1.Subnet{}
+	for _, s := range n.GetSubnets() {
+		subnets[s.GetId()] = s
+	}
+	var gateway string
+	for _, ip := range p.GetFixedIps() {
+		s, ok := subnets[ip.GetSubnetId()]
+		if !ok {
+			return spec, fmt.Errorf("fixed_ips: subnet %s is not a subnet of network %s", ip.GetSubnetId(), n.GetId())
+		}
+		_, cidr, err := parseCIDR(s.GetCidr())
+		if err != nil {
+			return spec, err
+		}
+		addr := parseIP(ip.GetIpAddress())
+		if addr == nil {
+			return spec, fmt.Errorf("fixed_ips: %q is not an IP address", ip.GetIpAddress())
+		}
+		spec.Peer.Addresses = append(spec.Peer.Addresses, &net.IPNet{IP: addr, Mask: cidr.Mask})
+		for _, r := range s.GetHostRoutes() {
+			_, dst, err := parseCIDR(r.GetDestination())
+			if err != nil {
+				continue
+			}
+			if ones, _ := dst.Mask.Size(); ones == 0 {
+				gateway = r.GetNexthop() // a 0.0.0.0/0 host route replaces the gateway
+				continue
+			}
+			spec.Peer.Routes = append(spec.Peer.Routes, links.Route{Dst: dst, Via: parseIP(r.GetNexthop())})
+		}
+		if gateway == "" {
+			gateway = s.GetGatewayIp()
+		}
+	}
+	if gw := parseIP(gateway); gw != nil {
+		spec.Peer.Routes = append(spec.Peer.Routes, links.Route{Via: gw})
+	}
+	return spec, nil
+}
