@@ -166,7 +166,10 @@ func (a *portActor) fail(ctx actor.Context, err error, details map[string]string
 
 func (a *portActor) remove(ctx actor.Context) {
 	d := a.desired
-	spec := links.PortSpec{ID: a.id, Device: links.TapName(a.id)}
+	spec := links.PortSpec{ID: a.id, Device: links.TapName(a.id), Bridge: links.BridgeName(d.port.GetNetworkId())}
+	if a.network != nil && a.network.spec.Bridge != "" {
+		spec.Bridge = a.network.spec.Bridge
+	}
 	if d.port.GetBinding().GetType() == "veth" {
 		spec.Binding = links.BindingVeth
 		spec.Peer = links.VethPeer{Netns: d.port.GetBinding().GetNetns(), Name: links.PeerName(a.id)}

@@ -56,6 +56,7 @@ func NetworkSpec(cfg *config.Config, n *nsv1.Network) (links.NetworkSpec, error)
 		spec.Uplink = links.Uplink{Kind: links.UplinkVXLAN, VXLAN: links.VXLAN{
 			VNI:      vni,
 			Local:    net.ParseIP(cfg.VXLAN.LocalIP),
+			Dev:      cfg.VXLAN.Device,
 			Group:    cfg.VXLAN.GroupFor(vni),
 			Port:     cfg.VXLAN.UDPPort,
 			TTL:      cfg.VXLAN.TTL,

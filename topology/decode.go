@@ -86,7 +86,7 @@ func walkMessage(errs *Errors, path string, obj map[string]any, md protoreflect.
 	out := map[string]any{}
 	seen := map[protoreflect.FieldNumber]string{}
 	for _, key := range sortedKeys(obj, md) {
-		p := join(path, key)
+		p := keyPath(path, key)
 		fd := fieldByName(md, key)
 		if fd == nil {
 			*errs = append(*errs, &FieldError{Path: p, Msg: "unknown field" + suggest(key, md)})
@@ -102,6 +102,15 @@ func walkMessage(errs *Errors, path string, obj map[string]any, md protoreflect.
 		}
 	}
 	return out
+}
+
+// keyPath appends a key to a path; a key that is not a plain name (it may hold a newline or
+// be huge) is quoted, so every problem stays one short line.
+func keyPath(path, key string) string {
+	if checkToken("key", key, 64, "_-") == nil {
+		return join(path, key)
+	}
+	return path + "[" + quote(key) + "]"
 }
 
 // fieldByName finds a field by proto name or JSON name.
@@ -197,6 +206,9 @@ func scalar(v any, kind protoreflect.Kind) (any, string) {
 		}
 		if isStr {
 			return v, ""
+		}
+		if _, isBool := v.(bool); isBool {
+			return nil, "want a string, got " + describe(v) + " (quote it: YAML reads yes, no, on, off, y and n as booleans)"
 		}
 		return nil, "want a string, got " + describe(v)
 	case protoreflect.BytesKind:

@@ -105,6 +105,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"huge number", "networks:\n  - {mtu: 1e30}\n", "networks[0].mtu", "is out of range"},
 		{"string for a bool", "ports:\n  - {admin_state_up: \"true\"}\n", "ports[0].admin_state_up", `want true or false, got string "true"`},
 		{"bool for a string", "ports:\n  - {name: true}\n", "ports[0].name", "want a string, got boolean true"},
+		{"YAML 1.1 boolean for a string", "ports:\n  - {name: yes}\n", "ports[0].name", "got boolean true (quote it: YAML reads yes, no"},
 		{"list not a list", "networks: {id: x}\n", "networks", "want a list, got a mapping"},
 		{"item not a mapping", "networks: [blue]\n", "networks[0]", `want a mapping, got string "blue"`},
 		{"null item", "networks: [null]\n", "networks[0]", "null is not allowed in a list"},

@@ -50,6 +50,8 @@ type VXLAN struct {
 	TTL          int    `json:"ttl,omitempty"`
 	TOS          int    `json:"tos,omitempty"`
 	UDPPort      int    `json:"udp_port,omitempty"`
+	// Device holds local_ip; the agent finds it at start (not an option).
+	Device string `json:"-"`
 }
 
 // Enabled reports enable_vxlan (default true, as in Neutron).

@@ -147,7 +147,11 @@ func routeKey(dst *net.IPNet) string {
 
 // routeText is a route as Dump prints it: "default via 192.0.2.1".
 func routeText(r Route) string {
-	s := strings.TrimSuffix(routeKey(routeDst(r.Dst, r.Via)), "6")
+	dst := routeDst(r.Dst, r.Via)
+	s := prefixKey(dst)
+	if ones, _ := dst.Mask.Size(); ones == 0 {
+		s = "default"
+	}
 	if r.Via != nil {
 		s += " via " + r.Via.String()
 	}

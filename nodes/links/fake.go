@@ -218,8 +218,17 @@ func (f *Fake) ensureVLAN(spec NetworkSpec, name string) (*fakeLink, error) {
 
 func (f *Fake) ensureVXLAN(spec NetworkSpec, name string) (*fakeLink, error) {
 	want := spec.Uplink.VXLAN
-	if want.Dev != "" && f.links[want.Dev] == nil {
-		return nil, fmt.Errorf("vxlan %s underlay %s: %w", name, want.Dev, ErrDeviceMissing)
+	mtu, maxMTU := 1500, 65535
+	if want.Dev != "" {
+		dev := f.links[want.Dev]
+		if dev == nil {
+			return nil, fmt.Errorf("vxlan %s underlay %s: %w", name, want.Dev, ErrDeviceMissing)
+		}
+		// As the kernel: the underlay bounds the MTU and sets the default.
+		mtu, maxMTU = dev.mtu-vxlanHeadroom(want), dev.mtu-vxlanHeadroom(want)
+	}
+	if spec.MTU > maxMTU {
+		return nil, fmt.Errorf("vxlan %s: MTU %d exceeds what underlay %q allows (%d)", name, spec.MTU, want.Dev, maxMTU)
 	}
 	l := f.links[name]
 	if l != nil && l.kind == "vxlan" && vxlanSame(l.vxlan, want) {
@@ -228,10 +237,18 @@ func (f *Fake) ensureVXLAN(spec NetworkSpec, name string) (*fakeLink, error) {
 	if err := f.replace(l, name, "vxlan"); err != nil {
 		return nil, err
 	}
-	l = f.newLink(name, "vxlan", cmpOr(spec.MTU, 1500))
+	l = f.newLink(name, "vxlan", cmpOr(spec.MTU, mtu))
 	l.vxlan = want
 	f.notify(l, false)
 	return l, nil
+}
+
+// vxlanHeadroom is the encapsulation overhead: outer Ethernet, IP, UDP and VXLAN headers.
+func vxlanHeadroom(v VXLAN) int {
+	if (v.Local != nil && v.Local.To4() == nil) || (v.Group != nil && v.Group.To4() == nil) {
+		return 70
+	}
+	return 50
 }
 
 // vxlanSame compares what the kernel cannot change in place; zero wanted Dev and Port mean
@@ -329,6 +346,9 @@ func (f *Fake) ensurePort(spec PortSpec) (*fakeLink, error) {
 }
 
 func (f *Fake) ensureVeth(spec PortSpec, l *fakeLink) (*fakeLink, error) {
+	if l != nil && l.kind != "veth" {
+		return nil, fmt.Errorf("%s exists as a %s device, not a veth", l.name, l.kind)
+	}
 	if l == nil || l.peer == nil || l.peer.netns != spec.Peer.Netns || l.peer.name != spec.Peer.Name {
 		if l != nil {
 			if err := f.write(OpDelete, l.name); err != nil {

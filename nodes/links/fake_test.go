@@ -264,6 +264,19 @@ func TestFakeFailOnIsReportedAndRecovered(t *testing.T) {
 	}
 }
 
+func TestFakeVXLANMTUAboveUnderlay(t *testing.T) {
+	f := NewFake()
+	f.AddDevice("eth1", "device")
+	spec := vxlanNet(netBlue, 1001, underlayA, mcastGrp, "eth1")
+	spec.MTU = 1500
+	if err := f.EnsureNetwork(t.Context(), spec); err == nil || !strings.Contains(err.Error(), "exceeds") {
+		t.Fatalf("got %v, want an MTU error", err)
+	}
+	if strings.Contains(f.Dump(), "vxlan-1001") {
+		t.Error("vxlan device left behind")
+	}
+}
+
 func TestFakeOwnership(t *testing.T) {
 	ctx := t.Context()
 	f := NewFake()
@@ -313,5 +326,61 @@ func TestSpecValidation(t *testing.T) {
 	p := vethPort(portA, localNet(netBlue), "../x", "fa:16:3e:00:00:01", "192.0.2.11/24", "192.0.2.1")
 	if _, err := NewFake().EnsurePort(t.Context(), p); err == nil {
 		t.Error("accepted netns name ../x")
+	}
+}
+
+// TestFakeConcurrentUse drives one Fake from several goroutines with a watcher attached
+// (run with -race).
+func TestFakeConcurrentUse(t *testing.T) {
+	f := NewFake()
+	ctx := t.Context()
+	blue := localNet(netBlue)
+	if err := f.EnsureNetwork(ctx, blue); err != nil {
+		t.Fatal(err)
+	}
+	events, err := f.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range events {
+		}
+	}()
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			p := vethPort(fmt.Sprintf("%08x-0000", i), blue, fmt.Sprintf("vm%d", i%3),
+				fmt.Sprintf("fa:16:3e:00:00:%02x", i), fmt.Sprintf("192.0.2.%d/24", 10+i), "192.0.2.1")
+			_, err := f.EnsurePort(ctx, p)
+			if err == nil {
+				_ = f.Dump()
+				err = f.DeletePort(ctx, p)
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if diff := cmp.Diff(f.Dump(), lines("bridge brq6a0e4b8e-1c mtu 1450 up")); diff != "" {
+		t.Errorf("(-got +want):\n%s", diff)
+	}
+}
+
+func TestRouteText(t *testing.T) {
+	for _, tc := range []struct {
+		r    Route
+		want string
+	}{
+		{Route{Via: mustIP("192.0.2.1")}, "default via 192.0.2.1"},
+		{Route{Dst: mustPrefix("0.0.0.0/0"), Via: mustIP("192.0.2.1")}, "default via 192.0.2.1"},
+		{Route{Dst: mustPrefix("198.51.100.7/26"), Via: mustIP("192.0.2.1")}, "198.51.100.0/26 via 192.0.2.1"},
+		{Route{Dst: mustPrefix("203.0.113.0/24")}, "203.0.113.0/24"},
+	} {
+		if got := routeText(tc.r); got != tc.want {
+			t.Errorf("routeText(%v) = %q, want %q", tc.r, got, tc.want)
+		}
 	}
 }

@@ -33,11 +33,10 @@ const dumpAttempts = 5
 // veth peers are reached the same way, with a short-lived handle per call: a cached handle
 // would keep a deleted namespace alive.
 type Netlink struct {
-	log  zerolog.Logger
-	name string         // agent namespace name, "" for the one New ran in
-	ns   netns.NsHandle // kept open for Watch subscriptions
-	h    *netlink.Handle
-	raw  *nl.SocketHandle // requests netlink.Handle lacks (bridge STP and forward delay)
+	log zerolog.Logger
+	ns  netns.NsHandle // the agent namespace, kept open for Watch subscriptions
+	h   *netlink.Handle
+	raw *nl.SocketHandle // requests netlink.Handle lacks (bridge STP and forward delay)
 
 	// nsMu serialises creating and deleting peer namespaces with creating veth pairs into
 	// them, so DeletePort never removes a namespace another port is being plugged into.
@@ -63,7 +62,6 @@ func New(netnsName string, log zerolog.Logger) (*Netlink, error) {
 	}
 	n := &Netlink{
 		log:       log.With().Str("netns", netnsName).Logger(),
-		name:      netnsName,
 		ns:        ns,
 		markerDir: DefaultMarkerDir,
 	}

@@ -204,6 +204,117 @@ func inNetns(name string, fn func() error) error {
 	return <-errc
 }
 
+// AddTapDevice creates a persistent tap device as a hypervisor would, unless it exists.
+// /dev/net/tun makes the device in the namespace of the thread that opens it, so this runs
+// on a thread inside the host namespace.
+func (th *testHost) AddTapDevice(name string) {
+	th.t.Helper()
+	if l, _ := lookup(th.h, name); l != nil {
+		return
+	}
+	err := inNetns(th.ns, func() error {
+		return netlink.LinkAdd(&netlink.Tuntap{LinkAttrs: newAttrs(name, 0), Mode: netlink.TUNTAP_MODE_TAP})
+	})
+	if err != nil {
+		th.t.Fatalf("create tap %s: %v", name, err)
+	}
+}
+
+// dump prints the kernel state of the host namespace and of the VM namespaces netsource
+// created, in the format of Fake.Dump.
+func (th *testHost) dump() string {
+	th.t.Helper()
+	links, err := th.h.LinkList()
+	if err != nil {
+		th.t.Fatal(err)
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	vms := th.vmNamespaces()
+	var out []string
+	for _, vm := range vms {
+		out = append(out, netnsLine(vm, true))
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		if a.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		fl := &fakeLink{name: a.Name, kind: kindOf(l), mtu: a.MTU, up: a.Flags&net.FlagUp != 0, master: names[a.MasterIndex]}
+		switch v := l.(type) {
+		case *netlink.Vxlan:
+			fl.vxlan = VXLAN{VNI: uint32(v.VxlanId), Local: v.SrcAddr, Group: v.Group, Dev: names[v.VtepDevIndex],
+				Port: v.Port, TTL: v.TTL, TOS: v.TOS, Learning: v.Learning}
+			fdb, err := th.nl.permanentFDB(v)
+			if err != nil {
+				th.t.Fatal(err)
+			}
+			for k := range fdb {
+				out = append(out, fdbLine(a.Name, k))
+			}
+		case *netlink.Vlan:
+			fl.vlanParent, fl.vlanID = names[v.ParentIndex], v.VlanId
+		case *netlink.Veth:
+			fl.peer = th.peerOf(l, vms)
+		}
+		out = append(out, fl.String())
+	}
+	return dumpText(out)
+}
+
+// vmNamespaces lists the namespaces netsource created for this host's ports.
+func (th *testHost) vmNamespaces() []string {
+	entries, _ := os.ReadDir(th.nl.markerDir)
+	var out []string
+	for _, e := range entries {
+		if ok, _ := netnsExists(e.Name()); ok {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// peerOf finds the namespace side of a veth among the VM namespaces.
+func (th *testHost) peerOf(host netlink.Link, vms []string) *fakePeer {
+	for _, vm := range vms {
+		h := nsHandle(th.t, vm)
+		links, err := h.LinkList()
+		if err != nil {
+			th.t.Fatal(err)
+		}
+		for _, l := range links {
+			if ok, _ := isPairOf(host, h, l.Attrs().Name); !ok {
+				continue
+			}
+			addrs, err := globalAddrs(h, l)
+			if err != nil {
+				th.t.Fatal(err)
+			}
+			routes, err := staticRoutes(h, l)
+			if err != nil {
+				th.t.Fatal(err)
+			}
+			p := &fakePeer{netns: vm, name: l.Attrs().Name, mac: l.Attrs().HardwareAddr, mtu: l.Attrs().MTU,
+				up: l.Attrs().Flags&net.FlagUp != 0, addrs: keySet(addrs), routes: map[string]string{}}
+			for k, r := range routes {
+				p.routes[k] = routeText(Route{Dst: r.Dst, Via: r.Gw})
+			}
+			return p
+		}
+	}
+	return nil
+}
+
+func keySet[V any](m map[string]V) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
+}
+
 func (th *testHost) inventory() []Device {
 	th.t.Helper()
 	inv, err := th.nl.Inventory(th.t.Context())
@@ -268,6 +379,32 @@ func masterOf(t *testing.T, h *netlink.Handle, l netlink.Link) string {
 		t.Fatal(err)
 	}
 	return m.Attrs().Name
+}
+
+// TestPrivilegedFakeMatchesKernel runs the shared scenario against the kernel and the Fake
+// side by side: after every step both print the same state, and repeating a step changes
+// nothing in either. This is what lets actor tests trust the Fake.
+func TestPrivilegedFakeMatchesKernel(t *testing.T) {
+	th := testNetns(t)
+	fake := NewFake()
+	for _, dev := range []string{"eth1", "eth2"} {
+		th.veth(dev, dev+"p", "")
+		fake.AddDevice(dev, "veth")
+		fake.AddDevice(dev+"p", "veth")
+	}
+	th.addAddr("eth1", "198.18.0.1/15")
+	ctx := t.Context()
+	for _, s := range scenario(th.vm("vm1")) {
+		errKernel, errFake := s.apply(ctx, th.nl, th), s.apply(ctx, fake, fake)
+		if errKernel != nil || errFake != nil {
+			t.Fatalf("%s: kernel: %v; fake: %v", s.name, errKernel, errFake)
+		}
+		if diff := cmp.Diff(th.dump(), fake.Dump()); diff != "" {
+			t.Fatalf("%s: kernel and Fake differ (-kernel +fake):\n%s", s.name, diff)
+		}
+		unchanged(t, th.nl, s.name, func() error { return s.apply(ctx, th.nl, th) })
+		unchanged(t, fake, s.name, func() error { return s.apply(ctx, fake, fake) })
+	}
 }
 
 func TestPrivilegedLocalNetwork(t *testing.T) {
@@ -500,14 +637,7 @@ func TestPrivilegedTapPort(t *testing.T) {
 		t.Fatalf("tap not created yet: got %v, want ErrDeviceMissing", err)
 	}
 
-	// The hypervisor creates a persistent tap. /dev/net/tun creates it in the namespace
-	// of the thread that opens it, so this runs on a thread inside the test namespace.
-	err := inNetns(th.ns, func() error {
-		return netlink.LinkAdd(&netlink.Tuntap{LinkAttrs: newAttrs(tap.Device, 0), Mode: netlink.TUNTAP_MODE_TAP})
-	})
-	if err != nil {
-		t.Fatalf("create tap: %v", err)
-	}
+	th.AddTapDevice(tap.Device)
 	st := th.ensurePortTwice(tap)
 	if st.OperUp {
 		t.Error("a tap nobody reads has no carrier, yet OperUp")

@@ -80,11 +80,7 @@ func (n *Netlink) portState(device string) (PortState, error) {
 
 // ensureVeth makes sure the veth pair exists and configures its namespace side.
 func (n *Netlink) ensureVeth(spec PortSpec) (netlink.Link, error) {
-	host, err := n.ensureVethPair(spec)
-	if err != nil {
-		return nil, err
-	}
-	ph, err := openNetnsHandle(spec.Peer.Netns)
+	host, ph, err := n.ensureVethPair(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -95,31 +91,40 @@ func (n *Netlink) ensureVeth(spec PortSpec) (netlink.Link, error) {
 	return host, nil
 }
 
-// ensureVethPair returns the host side of the pair, creating the pair (and the peer's
-// namespace) when missing. A host-side device whose peer is not spec.Peer.Name in
-// spec.Peer.Netns is replaced.
-func (n *Netlink) ensureVethPair(spec PortSpec) (netlink.Link, error) {
+// ensureVethPair returns the host side of the pair and a handle inside the peer's
+// namespace (the caller closes it), creating the namespace and the pair when missing. A
+// veth whose peer is not spec.Peer.Name in spec.Peer.Netns is replaced.
+func (n *Netlink) ensureVethPair(spec PortSpec) (host netlink.Link, ph *netlink.Handle, err error) {
 	n.nsMu.Lock()
 	defer n.nsMu.Unlock()
 	if err := n.ensurePeerNetns(spec.Peer.Netns); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ns, err := netns.GetFromName(spec.Peer.Netns)
 	if err != nil {
-		return nil, fmt.Errorf("open netns %s: %w", spec.Peer.Netns, err)
+		return nil, nil, fmt.Errorf("open netns %s: %w", spec.Peer.Netns, err)
 	}
 	defer ns.Close()
-	ph, err := newHandle(ns)
-	if err != nil {
-		return nil, fmt.Errorf("open netlink in netns %s: %w", spec.Peer.Netns, err)
+	if ph, err = newHandle(ns); err != nil {
+		return nil, nil, fmt.Errorf("open netlink in netns %s: %w", spec.Peer.Netns, err)
 	}
-	defer ph.Close()
+	if host, err = n.vethPair(spec, ns, ph); err != nil {
+		ph.Close()
+		return nil, nil, err
+	}
+	return host, ph, nil
+}
 
+func (n *Netlink) vethPair(spec PortSpec, ns netns.NsHandle, ph *netlink.Handle) (netlink.Link, error) {
 	host, err := lookup(n.h, spec.Device)
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if host != nil {
+	case host == nil:
+	case host.Type() != "veth":
+		// Not ours to replace (a hypervisor's tap, say): the port's binding is wrong.
+		return nil, fmt.Errorf("%s exists as a %s device, not a veth", spec.Device, kindOf(host))
+	default:
 		ok, err := isPairOf(host, ph, spec.Peer.Name)
 		if err != nil || ok {
 			return host, err
@@ -148,12 +153,9 @@ func (n *Netlink) ensureVethPair(spec PortSpec) (netlink.Link, error) {
 	return n.createLink(veth)
 }
 
-// isPairOf reports whether host is a veth whose peer is the device peerName of ph's
-// namespace. A veth's IFLA_LINK is its peer's ifindex, also across namespaces.
+// isPairOf reports whether the peer of veth host is the device peerName of ph's namespace.
+// A veth's IFLA_LINK is its peer's ifindex, also across namespaces.
 func isPairOf(host netlink.Link, ph *netlink.Handle, peerName string) (bool, error) {
-	if host.Type() != "veth" {
-		return false, nil
-	}
 	peer, err := lookup(ph, peerName)
 	if err != nil || peer == nil {
 		return false, err
@@ -213,62 +215,78 @@ func (n *Netlink) ensureLoopback(h *netlink.Handle) error {
 
 // syncAddrs makes the global-scope addresses of l exactly want (link-local ones are the
 // kernel's). IPv6 addresses skip duplicate address detection, so they are usable at once.
+//
+// Stale addresses go first, and the list is read again before adding: deleting a primary
+// IPv4 address also deletes the secondary addresses of its subnet (unless the namespace
+// sets net.ipv4.conf.*.promote_secondaries), so 192.0.2.11/24 -> 192.0.2.12/24 done as
+// "add .12, delete .11" would end with neither.
 func (n *Netlink) syncAddrs(h *netlink.Handle, l netlink.Link, want []*net.IPNet) error {
-	list, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_ALL) })
-	if err != nil {
-		return fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
-	}
-	have := map[string]netlink.Addr{}
-	haveKeys := map[string]bool{}
-	for _, a := range list {
-		if a.Scope == unix.RT_SCOPE_UNIVERSE {
-			have[prefixKey(a.IPNet)] = a
-			haveKeys[prefixKey(a.IPNet)] = true
-		}
-	}
 	wanted := map[string]*net.IPNet{}
-	wantKeys := map[string]bool{}
 	for _, w := range want {
 		wanted[prefixKey(w)] = w
-		wantKeys[prefixKey(w)] = true
 	}
-	return syncSet(haveKeys, wantKeys, func(k string, add bool) error {
-		if !add {
+	have, err := globalAddrs(h, l)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	deleted := false
+	for _, k := range sortedKeys(have) {
+		if wanted[k] == nil {
 			a := have[k]
-			return n.wrapWrite(OpAddrDel, l, k, func() error { return h.AddrDel(l, &a) })
+			errs = append(errs, n.wrapWrite(OpAddrDel, l, k, func() error { return h.AddrDel(l, &a) }))
+			deleted = true
+		}
+	}
+	if deleted {
+		if have, err = globalAddrs(h, l); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+	}
+	for _, k := range sortedKeys(wanted) {
+		if _, ok := have[k]; ok {
+			continue
 		}
 		a := &netlink.Addr{IPNet: wanted[k]}
 		if wanted[k].IP.To4() == nil {
 			a.Flags = unix.IFA_F_NODAD
 		}
-		return n.wrapWrite(OpAddrAdd, l, k, func() error { return h.AddrAdd(l, a) })
-	})
+		errs = append(errs, n.wrapWrite(OpAddrAdd, l, k, func() error { return h.AddrAdd(l, a) }))
+	}
+	return errors.Join(errs...)
+}
+
+// globalAddrs lists the global-scope addresses of l by prefixKey.
+func globalAddrs(h *netlink.Handle, l netlink.Link) (map[string]netlink.Addr, error) {
+	list, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_ALL) })
+	if err != nil {
+		return nil, fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
+	}
+	out := map[string]netlink.Addr{}
+	for _, a := range list {
+		if a.Scope == unix.RT_SCOPE_UNIVERSE {
+			out[prefixKey(a.IPNet)] = a
+		}
+	}
+	return out, nil
 }
 
 // syncRoutes makes the static routes through l exactly want. netsource marks its routes
 // with protocol "static"; kernel routes (connected subnets) are not touched.
 func (n *Netlink) syncRoutes(h *netlink.Handle, l netlink.Link, want []Route) error {
-	index := l.Attrs().Index
-	list, err := retryDump(func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: index}, netlink.RT_FILTER_OIF)
-	})
+	have, err := staticRoutes(h, l)
 	if err != nil {
-		return fmt.Errorf("list routes of %s: %w", l.Attrs().Name, err)
+		return err
 	}
-	have := map[string]netlink.Route{}
 	haveText := map[string]string{}
-	for _, r := range list {
-		if r.Protocol != unix.RTPROT_STATIC || (r.Table != unix.RT_TABLE_MAIN && r.Table != 0) {
-			continue
-		}
-		k := routeKey(routeDst(r.Dst, r.Gw))
-		have[k], haveText[k] = r, routeText(Route{Dst: r.Dst, Via: r.Gw})
+	for k, r := range have {
+		haveText[k] = routeText(Route{Dst: r.Dst, Via: r.Gw})
 	}
 	wanted := map[string]*netlink.Route{}
 	wantText := map[string]string{}
 	for _, r := range want {
 		k := routeKey(routeDst(r.Dst, r.Via))
-		wanted[k], wantText[k] = kernelRoute(index, r), routeText(r)
+		wanted[k], wantText[k] = kernelRoute(l.Attrs().Index, r), routeText(r)
 	}
 	return syncSet(haveText, wantText, func(k string, add bool) error {
 		if !add {
@@ -277,6 +295,23 @@ func (n *Netlink) syncRoutes(h *netlink.Handle, l netlink.Link, want []Route) er
 		}
 		return n.wrapWrite(OpRouteReplace, l, wantText[k], func() error { return h.RouteReplace(wanted[k]) })
 	})
+}
+
+// staticRoutes lists the main-table routes with protocol static through l, by routeKey.
+func staticRoutes(h *netlink.Handle, l netlink.Link) (map[string]netlink.Route, error) {
+	list, err := retryDump(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: l.Attrs().Index}, netlink.RT_FILTER_OIF)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list routes of %s: %w", l.Attrs().Name, err)
+	}
+	out := map[string]netlink.Route{}
+	for _, r := range list {
+		if r.Protocol == unix.RTPROT_STATIC && (r.Table == unix.RT_TABLE_MAIN || r.Table == 0) {
+			out[routeKey(routeDst(r.Dst, r.Gw))] = r
+		}
+	}
+	return out, nil
 }
 
 func kernelRoute(index int, r Route) *netlink.Route {
