@@ -173,7 +173,9 @@ func TestInvalidTopologyPublishesNothing(t *testing.T) {
 		func(t *nsv1.Topology) { t.Ports[1].MacAddress = "zz:16:3e:00:00:02" },
 		func(t *nsv1.Topology) { t.Ports[0].Host = "a.b" },
 		func(t *nsv1.Topology) { t.Networks[0].SegmentationId = 1 << 24 },
-		func(t *nsv1.Topology) { t.Loadbalancers[0].Pools[0].Healthmonitor.UrlPath = "/x\n  server evil 1.2.3.4:80" },
+		func(t *nsv1.Topology) {
+			t.Loadbalancers[0].Pools[0].Healthmonitor.UrlPath = "/x\n  server evil 1.2.3.4:80"
+		},
 	} {
 		topo := sampleTopology(t)
 		mutate(topo)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"testing"
 
-
 	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
 	"github.com/netsource/netsource/streams"
 	"github.com/netsource/netsource/streams/natstest"
@@ -54,4 +53,3 @@ func BenchmarkPublish(b *testing.B) {
 		}
 	})
 }
-
