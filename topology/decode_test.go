@@ -49,11 +49,15 @@ func TestDecodeAccepts(t *testing.T) {
 		{"null list", "networks: null\n", func(t *netsourcev1.Topology) bool { return len(t.GetNetworks()) == 0 }},
 		{"empty JSON object", "{}", func(t *netsourcev1.Topology) bool { return len(t.GetNetworks()) == 0 }},
 		{"null session_persistence", "loadbalancers:\n  - pools:\n      - {id: " + poolID + ", session_persistence: null}\n",
-			func(t *netsourcev1.Topology) bool { return t.GetLoadbalancers()[0].GetPools()[0].SessionPersistence == nil }},
+			func(t *netsourcev1.Topology) bool {
+				return t.GetLoadbalancers()[0].GetPools()[0].SessionPersistence == nil
+			}},
 		{"null scalar means left out", "ports:\n  - {id: " + port1ID + ", admin_state_up: null, name: ~}\n",
 			func(t *netsourcev1.Topology) bool { return t.GetPorts()[0].AdminStateUp == nil }},
 		{"false kept apart from left out", "ports:\n  - {admin_state_up: false}\n",
-			func(t *netsourcev1.Topology) bool { return t.GetPorts()[0].AdminStateUp != nil && !t.GetPorts()[0].GetAdminStateUp() }},
+			func(t *netsourcev1.Topology) bool {
+				return t.GetPorts()[0].AdminStateUp != nil && !t.GetPorts()[0].GetAdminStateUp()
+			}},
 		{"number for a string field", "security_groups:\n  - rules: [{protocol: 6}]\n",
 			func(t *netsourcev1.Topology) bool { return t.GetSecurityGroups()[0].GetRules()[0].GetProtocol() == "6" }},
 		{"unquoted expected_codes", "loadbalancers:\n  - pools: [{healthmonitor: {expected_codes: 200}}]\n",
@@ -66,9 +70,13 @@ func TestDecodeAccepts(t *testing.T) {
 				return p.GetMacAddress() == "fa:16:3e:00:00:01" && p.GetFixedIps()[0].GetIpAddress() == "192.0.2.1"
 			}},
 		{"integer written as float", "networks: [{mtu: 1.45e3, segmentation_id: 7.0}]\n",
-			func(t *netsourcev1.Topology) bool { return t.GetNetworks()[0].GetMtu() == 1450 && t.GetNetworks()[0].GetSegmentationId() == 7 }},
+			func(t *netsourcev1.Topology) bool {
+				return t.GetNetworks()[0].GetMtu() == 1450 && t.GetNetworks()[0].GetSegmentationId() == 7
+			}},
 		{"negative int32", "loadbalancers: [{listeners: [{connection_limit: -1}]}]\n",
-			func(t *netsourcev1.Topology) bool { return t.GetLoadbalancers()[0].GetListeners()[0].GetConnectionLimit() == -1 }},
+			func(t *netsourcev1.Topology) bool {
+				return t.GetLoadbalancers()[0].GetListeners()[0].GetConnectionLimit() == -1
+			}},
 		{"MAC of digits only stays a string", "ports: [{mac_address: 10:20:30:40:50:60}]\n",
 			func(t *netsourcev1.Topology) bool { return t.GetPorts()[0].GetMacAddress() == "10:20:30:40:50:60" }},
 	}

@@ -3,97 +3,11 @@ package topology
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
-
-	"google.golang.org/protobuf/proto"
 
 	netsourcev1 "github.com/netsource/netsource/proto/netsource/v1"
 )
-
-// object is what every top-level kind has in common.
-type object interface {
-	proto.Message
-	GetId() string
-}
-
-// validateOne runs a per-object check and returns nil or *Errors.
-func validateOne[T object](path, kind string, obj T, check func(scope, T)) error {
-	var errs Errors
-	s := newScope(&errs, path, kind, obj.GetId())
-	if s.present(obj) {
-		check(s, obj)
-	}
-	return errs.err()
-}
-
-// present reports a nil object.
-func (s scope) present(obj proto.Message) bool {
-	if !obj.ProtoReflect().IsValid() {
-		s.errorf("", "missing %s", s.kind)
-		return false
-	}
-	return true
-}
-
-// meta checks the id and name that every object has.
-func (s scope) meta(id, name string) {
-	s.requireID("id", id)
-	s.check("name", checkName(name))
-}
-
-// requireID checks a mandatory UUID.
-func (s scope) requireID(field, v string) bool {
-	if v == "" {
-		s.errorf(field, "required (a UUID)")
-		return false
-	}
-	return s.check(field, CheckID(v))
-}
-
-// optionalID checks a UUID that may be left out.
-func (s scope) optionalID(field, v string) {
-	if v != "" {
-		s.check(field, CheckID(v))
-	}
-}
-
-// requireHost checks a mandatory host name.
-func (s scope) requireHost(field, v string) {
-	if v == "" {
-		s.errorf(field, "required (the agent's host name)")
-		return
-	}
-	s.check(field, CheckHost(v))
-}
-
-// requireIP checks a mandatory IP address and returns it.
-func (s scope) requireIP(field, v string) (netip.Addr, bool) {
-	if v == "" {
-		s.errorf(field, "required (an IP address)")
-		return netip.Addr{}, false
-	}
-	a, err := parseIP(v)
-	return a, s.check(field, err)
-}
-
-// firstSeen remembers where each key was first seen and reports later duplicates.
-type firstSeen map[string]string
-
-// add records key for the object at s; desc, when set, names the value in the message.
-func (f firstSeen) add(s scope, field, key, desc string) {
-	if key == "" {
-		return
-	}
-	prev, dup := f[key]
-	switch {
-	case !dup:
-		f[key] = s.path
-	case desc == "":
-		s.errorf(field, "duplicate of %s", prev)
-	default:
-		s.errorf(field, "%s is already used by %s", desc, prev)
-	}
-}
 
 // ValidateNetwork checks one network on its own (references to other objects are not resolved).
 func ValidateNetwork(path string, n *netsourcev1.Network) error {
@@ -109,29 +23,43 @@ const minIPv6MTU = 1280
 func validateNetwork(s scope, n *netsourcev1.Network) {
 	s.meta(n.GetId(), n.GetName())
 	checkSegment(s, n)
-	if mtu := n.GetMtu(); mtu != 0 && (mtu < 68 || mtu > 65535) {
-		s.errorf("mtu", "MTU %d is out of range (want 68-65535, or 0 for the agent's default)", mtu)
-	}
+	checkMTU(s, n.GetMtu(), checkSubnets(s, n.GetSubnets()))
+}
+
+// subnetCIDR is the valid CIDR of subnets[i].
+type subnetCIDR struct {
+	i int
+	p netip.Prefix
+}
+
+// checkSubnets checks the subnets of a network and returns their valid CIDRs.
+func checkSubnets(s scope, subnets []*netsourcev1.Subnet) []subnetCIDR {
 	ids := firstSeen{}
-	var seen []netip.Prefix
-	v6Reported := false
-	for i, sn := range n.GetSubnets() {
+	var cidrs []subnetCIDR
+	for i, sn := range subnets {
 		ss := s.item("subnets", i)
 		ids.add(ss, "id", sn.GetId(), "")
 		p, ok := validateSubnet(ss, sn)
 		if !ok {
 			continue
 		}
-		for j, q := range seen {
-			if q.IsValid() && p.Overlaps(q) {
-				ss.errorf("cidr", "%s overlaps subnets[%d] (%s)", p, j, q)
-				break
-			}
+		if j := slices.IndexFunc(cidrs, func(c subnetCIDR) bool { return c.p.Overlaps(p) }); j >= 0 {
+			ss.errorf("cidr", "%s overlaps subnets[%d] (%s)", p, cidrs[j].i, cidrs[j].p)
 		}
-		seen = append(seen, p)
-		if mtu := n.GetMtu(); p.Addr().Is6() && mtu != 0 && mtu < minIPv6MTU && !v6Reported {
-			v6Reported = true
-			s.errorf("mtu", "MTU %d is too small for IPv6 subnet subnets[%d] (want at least %d)", mtu, i, minIPv6MTU)
+		cidrs = append(cidrs, subnetCIDR{i, p})
+	}
+	return cidrs
+}
+
+// checkMTU accepts 0 (the agent's default) or 68-65535, and at least 1280 with IPv6 subnets.
+func checkMTU(s scope, mtu uint32, cidrs []subnetCIDR) {
+	switch {
+	case mtu == 0:
+	case mtu < 68 || mtu > 65535:
+		s.errorf("mtu", "MTU %d is out of range (want 68-65535, or 0 for the agent's default)", mtu)
+	case mtu < minIPv6MTU:
+		if j := slices.IndexFunc(cidrs, func(c subnetCIDR) bool { return c.p.Addr().Is6() }); j >= 0 {
+			s.errorf("mtu", "MTU %d is too small for IPv6 subnet subnets[%d] (want at least %d)", mtu, cidrs[j].i, minIPv6MTU)
 		}
 	}
 }
@@ -379,18 +307,6 @@ func validateBinding(s scope, b *netsourcev1.Binding) {
 		s.errorf("netns", "only for a veth binding")
 	case netns != "":
 		s.check("netns", checkNetns(netns))
-	}
-}
-
-// withHost adds the host check to the check of a kind whose host Validate derives from a
-// port (Validate checks the host itself, so that it can say why it could not derive one).
-func withHost[T interface {
-	object
-	GetHost() string
-}](check func(scope, T)) func(scope, T) {
-	return func(s scope, o T) {
-		check(s, o)
-		s.requireHost("host", o.GetHost())
 	}
 }
 

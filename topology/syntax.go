@@ -116,7 +116,7 @@ func oneOf(field, v string, want ...string) error {
 }
 
 // inRange accepts lo <= v <= hi; what names the value, e.g. "VLAN" or "port".
-func inRange[T int32 | uint32 | int](what string, v, lo, hi T) error {
+func inRange[T int32 | uint32](what string, v, lo, hi T) error {
 	if v < lo || v > hi {
 		return fmt.Errorf("%s %d is out of range (want %d-%d)", what, v, lo, hi)
 	}
