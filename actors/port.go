@@ -24,7 +24,7 @@ type portActor struct {
 	desired *portDesired
 	network *networkState
 	wasUp   bool   // the port reached ACTIVE/DOWN with its device present at least once
-	repair  string // set when the device was changed outside netsource: the next status says so
+	repair  string // set when the device was deleted outside netsource: the status says so
 	// failures counts consecutive failed converges; gen invalidates scheduled retries.
 	failures, gen int
 }
@@ -38,7 +38,7 @@ func (a *portActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *portDesired:
 		if a.desired == nil || m.seq != a.desired.seq {
-			a.failures = 0
+			a.failures, a.repair = 0, ""
 		}
 		a.desired = m
 		a.converge(ctx)
@@ -54,8 +54,10 @@ func (a *portActor) Receive(ctx actor.Context) {
 	case *linkEvent:
 		if a.diverged(m.event) {
 			a.log.Info().Str("device", m.event.Name).Bool("deleted", m.event.Deleted).Msg("device changed outside netsource")
-			if a.status.phase == nsv1.Phase_PHASE_ACTIVE || a.status.phase == nsv1.Phase_PHASE_DOWN {
-				a.repair = fmt.Sprintf("device %s was changed outside netsource (deleted: %t); repaired", m.event.Name, m.event.Deleted)
+			// Late events of our own changes also look diverged; only a deletion is surely
+			// someone else's doing, and only then does the status say so.
+			if m.event.Deleted && (a.status.phase == nsv1.Phase_PHASE_ACTIVE || a.status.phase == nsv1.Phase_PHASE_DOWN) {
+				a.repair = fmt.Sprintf("device %s was deleted outside netsource; re-created", m.event.Name)
 			}
 			a.converge(ctx)
 		}
@@ -131,10 +133,9 @@ func (a *portActor) converge(ctx actor.Context) {
 				reason = "network admin_state_up is false"
 			}
 		}
-		if a.repair != "" && spec.Binding == links.BindingVeth {
-			reason = a.repair
+		if a.repair != "" && spec.Binding == links.BindingVeth && phase == nsv1.Phase_PHASE_ACTIVE {
+			reason = a.repair // kept until the next desired version, so later converges stay quiet
 		}
-		a.repair = ""
 		a.status.report(phase, reason, d.seq, d.received, details, a.l2())
 	}
 }
