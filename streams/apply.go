@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/netsource/netsource/nodes/links"
 	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
 	"github.com/netsource/netsource/topology"
 )
@@ -48,6 +49,9 @@ func (p *Publisher) Plan(ctx context.Context, t *nsv1.Topology) ([]*Change, erro
 // PlanAgainst is Plan with an already loaded state.
 func (p *Publisher) PlanAgainst(state *State, t *nsv1.Topology) ([]*Change, error) {
 	if err := topology.Validate(t, state.Topology()); err != nil {
+		return nil, err
+	}
+	if err := checkDeviceNames(state, t); err != nil {
 		return nil, err
 	}
 	var plan []*Change
@@ -239,4 +243,45 @@ func Users(t *nsv1.Topology, kind Kind, id string) []string {
 		}
 	}
 	return users
+}
+
+// checkDeviceNames rejects two ports on one host whose ids share their first 11 characters:
+// their devices (tap + id[:11], as Neutron names them) would be the same Linux interface.
+func checkDeviceNames(state *State, t *nsv1.Topology) error {
+	type owner struct{ id, where string }
+	byHost := map[string]map[string]owner{}
+	add := func(p *nsv1.Port, where string) *topology.FieldError {
+		names := byHost[p.GetHost()]
+		if names == nil {
+			names = map[string]owner{}
+			byHost[p.GetHost()] = names
+		}
+		dev := links.TapName(p.GetId())
+		if o, ok := names[dev]; ok && o.id != p.GetId() {
+			return &topology.FieldError{Path: where, Kind: string(KindPort), ID: p.GetId(),
+				Msg: fmt.Sprintf("device name %s on host %s is also port %s's (%s); Linux device names keep only the first 11 characters of the id",
+					dev, p.GetHost(), o.id, o.where)}
+		}
+		names[dev] = owner{id: p.GetId(), where: where}
+		return nil
+	}
+	inFile := map[string]bool{}
+	for _, p := range t.GetPorts() {
+		inFile[p.GetId()] = true
+	}
+	for _, r := range state.Live(KindPort) {
+		if p := SpecOf(r.Event).(*nsv1.Port); !inFile[p.GetId()] {
+			add(p, "the stream") // collisions already stored are not this file's fault
+		}
+	}
+	var errs topology.Errors
+	for i, p := range t.GetPorts() {
+		if fe := add(p, fmt.Sprintf("ports[%d].id", i)); fe != nil {
+			errs = append(errs, fe)
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return &errs
 }

@@ -187,3 +187,19 @@ func TestInvalidTopologyPublishesNothing(t *testing.T) {
 		t.Fatalf("%d messages published from invalid topologies", n)
 	}
 }
+
+func TestPortsWhoseDeviceNamesCollideAreRejected(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	a, b := testPort("fa:16:3e:00:00:01"), testPort("fa:16:3e:00:00:02")
+	b.Id = "3d4e5f60-0000-4000-8000-000000000002" // same first 11 characters: same tap device
+	b.Binding.Netns = "vm2"
+	_, err := streams.NewPublisher(js, "test").Apply(ctxT(t), &nsv1.Topology{Networks: []*nsv1.Network{testNetwork()}, Ports: []*nsv1.Port{a, b}})
+	if err == nil || !strings.Contains(err.Error(), "ports[1].id: device name tap3d4e5f60-00 on host hostA is also port "+portID) {
+		t.Fatalf("colliding device names: %v", err)
+	}
+	b.Host = "hostB" // on another host there is no collision
+	if _, err := streams.NewPublisher(js, "test").Apply(ctxT(t), &nsv1.Topology{Networks: []*nsv1.Network{testNetwork()}, Ports: []*nsv1.Port{a, b}}); err != nil {
+		t.Fatal(err)
+	}
+}
