@@ -53,7 +53,7 @@ func (a *portActor) Receive(ctx actor.Context) {
 		}
 	case *linkEvent:
 		if a.diverged(m.event) {
-			a.log.Info().Str("device", m.event.Name).Bool("deleted", m.event.Deleted).Msg("device changed outside netsource")
+			a.log.Debug().Str("device", m.event.Name).Bool("deleted", m.event.Deleted).Msg("link event shows divergence; converging")
 			// Late events of our own changes also look diverged; only a deletion is surely
 			// someone else's doing, and only then does the status say so.
 			if m.event.Deleted && (a.status.phase == nsv1.Phase_PHASE_ACTIVE || a.status.phase == nsv1.Phase_PHASE_DOWN) {
@@ -86,15 +86,15 @@ func (a *portActor) converge(ctx actor.Context) {
 	if a.status.seq != d.seq {
 		a.status.report(nsv1.Phase_PHASE_BUILD, "converging", d.seq, time.Time{}, nil, nil)
 	}
+	// Waiting for the network is part of BUILD and not reported on its own: after a restart
+	// the port waits for its network again, and a converged port must not flap.
 	switch {
 	case a.network == nil:
-		a.status.report(nsv1.Phase_PHASE_PENDING, "waiting for network "+d.port.GetNetworkId(), d.seq, time.Time{}, nil, nil)
 		return
 	case !a.network.ready && a.network.final:
 		a.status.report(nsv1.Phase_PHASE_ERROR, a.network.reason, d.seq, d.received, nil, nil)
 		return
 	case !a.network.ready:
-		a.status.report(nsv1.Phase_PHASE_BUILD, a.network.reason, d.seq, time.Time{}, nil, nil)
 		return
 	}
 	spec, err := PortSpec(d.port, a.network.network, a.network.spec)
