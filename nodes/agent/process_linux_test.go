@@ -243,7 +243,9 @@ func TestPrivilegedKillDuringConvergeThenRestart(t *testing.T) {
 		return ev.GetKind() == "port" && ev.GetPhase() == nsv1.Phase_PHASE_ACTIVE
 	})
 	agentA.signal(syscall.SIGKILL)
-	active := statuses.count(time.Time{}, func(ev *nsv1.StatusEvent) bool { return ev.GetKind() == "port" && ev.GetPhase() == nsv1.Phase_PHASE_ACTIVE })
+	active := statuses.count(time.Time{}, func(ev *nsv1.StatusEvent) bool {
+		return ev.GetKind() == "port" && ev.GetPhase() == nsv1.Phase_PHASE_ACTIVE
+	})
 	t.Logf("killed the agent with %d of 50 ports ACTIVE", active)
 
 	startAgentProc(t, url, "hostA", hostNS)
