@@ -269,3 +269,27 @@ func TestBackoffIsCappedExponential(t *testing.T) {
 		}
 	}
 }
+
+func TestBridgePortLimit(t *testing.T) {
+	fake := links.NewFake()
+	h := newHarness(t, fake, fake)
+	local := &nsv1.Network{Id: netID, NetworkType: "local"}
+	h.publish(nsv1.ChangeKind_CHANGE_KIND_CREATED, local)
+	const n = links.MaxBridgePorts + 1
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("%08x-0000-4000-8000-000000000001", 0xa0000000+i)
+		h.publish(nsv1.ChangeKind_CHANGE_KIND_CREATED, &nsv1.Port{Id: ids[i], NetworkId: netID, Host: "hostA",
+			MacAddress: fmt.Sprintf("fa:16:3e:00:%02x:%02x", i/256, i%256), Binding: &nsv1.Binding{Type: "veth", Netns: "vm"}})
+		if i == n-2 {
+			// The first 1023 ports are plugged before the 1024th arrives.
+			for _, id := range ids[:n-1] {
+				h.waitPhase(streams.KindPort, id, nsv1.Phase_PHASE_ACTIVE)
+			}
+		}
+	}
+	ev := h.waitPhase(streams.KindPort, ids[n-1], nsv1.Phase_PHASE_ERROR)
+	if !strings.Contains(ev.GetReason(), "1023") {
+		t.Fatalf("1024th port reason %q, want it to name the Linux limit", ev.GetReason())
+	}
+}

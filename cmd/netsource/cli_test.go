@@ -116,3 +116,23 @@ func TestWaitTimesOutWithExitCode2(t *testing.T) {
 		t.Fatalf("wait without an agent: %v, want exit code 2", err)
 	}
 }
+
+func TestAgentRefusesBadConfig(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "agent.yaml")
+	cfg := "host: hostA\nphysical_interface_mappings: {physnet1: this-name-is-too-long}\nvxlan: {local_ip: 198.18.0.1, udp_port: 0x}\n"
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := runCLI(t, "nats://127.0.0.1:1", "agent", "--config", file)
+	if err == nil || !strings.Contains(err.Error(), "udp_port") {
+		t.Fatalf("agent with a malformed config: %v", err)
+	}
+	cfg = "host: hostA\nphysical_interface_mappings: {physnet1: this-name-is-too-long}\nvxlan: {local_ip: 198.18.0.1}\n"
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = runCLI(t, "nats://127.0.0.1:1", "agent", "--config", file)
+	if err == nil || !strings.Contains(err.Error(), "Parsing physical_interface_mappings failed: physnet1") {
+		t.Fatalf("agent with an invalid mapping: %v", err)
+	}
+}

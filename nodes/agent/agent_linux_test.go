@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-
 	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
 	"github.com/netsource/netsource/streams"
 	"github.com/netsource/netsource/streams/natstest"

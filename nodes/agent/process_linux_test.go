@@ -401,3 +401,31 @@ func TestPrivilegedBadEventsDoNotStopOthers(t *testing.T) {
 		}
 	}
 }
+
+func TestPrivilegedHeartbeat(t *testing.T) {
+	_, hostNS := oneHost(t)
+	srv := natstest.StartAt(t, t.TempDir(), "127.0.0.1:-1")
+	_, js := srv.Connect()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	startAgentProc(t, srv.NS.ClientURL(), "hostA", hostNS, "--local-ip", "198.18.0.1")
+	var hb *nsv1.AgentHeartbeat
+	err := streams.Follow(ctx, js, streams.StatusStream, streams.FollowOptions{Filters: []string{"ns.status.hostA.agent"}}, func(m streams.Msg) {
+		if h, err := streams.DecodeHeartbeat(m.Data); err == nil && !h.GetStartFlag() && hb == nil {
+			hb = h
+			cancel()
+		}
+	})
+	if err != nil || hb == nil {
+		t.Fatalf("no heartbeat after the first full sync: %v", err)
+	}
+	c := hb.GetConfigurations()
+	if hb.GetBinary() != "netsource-agent" || hb.GetHost() != "hostA" || hb.GetAgentType() != "Linux bridge agent" ||
+		hb.GetTopic() != "N/A" || c.GetTunnelingIp() != "198.18.0.1" || len(c.GetTunnelTypes()) != 1 ||
+		hb.GetReportInterval().AsDuration() != 500*time.Millisecond || hb.GetUuid() == "" || hb.GetStartedAt() == nil {
+		t.Fatalf("heartbeat lacks agent_state fields: %v", hb)
+	}
+	if _, ok := hb.GetCounts()["kernel_mutations"]; !ok {
+		t.Fatalf("heartbeat has no kernel_mutations count: %v", hb.GetCounts())
+	}
+}
