@@ -135,18 +135,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Short: "Show the latest status of each object",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var kind streams.Kind
-			if kindName != "" {
-				k, err := streams.ParseKind(kindName)
-				if err != nil {
-					return err
-				}
-				kind = k
-			}
-			if host != "" {
-				if err := streams.CheckToken("--host", host); err != nil {
-					return err
-				}
+			f, err := parseStatusFilter(host, kindName, "")
+			if err != nil {
+				return err
 			}
 			nc, js, err := g.connect()
 			if err != nil {
@@ -155,7 +146,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			defer nc.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
 			defer cancel()
-			events, err := streams.LoadStatus(ctx, js, host, kind)
+			events, err := streams.LoadStatus(ctx, js, f.host, f.kind)
 			if err != nil {
 				return err
 			}
@@ -223,26 +214,9 @@ func newWatchCmd(g *globals) *cobra.Command {
 		Short: "Print live status events (the latest of each object first)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var kind streams.Kind
-			if kindName != "" {
-				k, err := streams.ParseKind(kindName)
-				if err != nil {
-					return err
-				}
-				kind = k
-			}
-			var phase nsv1.Phase
-			if phaseName != "" {
-				p, err := streams.ParsePhase(phaseName)
-				if err != nil {
-					return err
-				}
-				phase = p
-			}
-			if host != "" {
-				if err := streams.CheckToken("--host", host); err != nil {
-					return err
-				}
+			f, err := parseStatusFilter(host, kindName, phaseName)
+			if err != nil {
+				return err
 			}
 			nc, js, err := g.connect()
 			if err != nil {
@@ -251,10 +225,10 @@ func newWatchCmd(g *globals) *cobra.Command {
 			defer nc.Close()
 			enc := json.NewEncoder(os.Stdout)
 			return streams.Follow(cmd.Context(), js, streams.StatusStream,
-				streams.FollowOptions{Filters: []string{streams.StatusFilter(host, kind)}},
+				streams.FollowOptions{Filters: []string{streams.StatusFilter(f.host, f.kind)}},
 				func(m streams.Msg) {
 					ev, err := streams.DecodeStatus(m.Data)
-					if err != nil || (phase != 0 && ev.GetPhase() != phase) {
+					if err != nil || (f.phase != 0 && ev.GetPhase() != f.phase) {
 						return
 					}
 					if g.jsonOut() {
@@ -270,4 +244,34 @@ func newWatchCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&kindName, "kind", "", "only this kind")
 	cmd.Flags().StringVar(&phaseName, "phase", "", "only this phase")
 	return cmd
+}
+
+// statusFilter is what `status` and `watch` select by.
+type statusFilter struct {
+	host  string
+	kind  streams.Kind
+	phase nsv1.Phase
+}
+
+// parseStatusFilter checks the --host, --kind and --phase flags; empty means any.
+func parseStatusFilter(host, kind, phase string) (statusFilter, error) {
+	var f statusFilter
+	var err error
+	if host != "" {
+		if err = streams.CheckToken("--host", host); err != nil {
+			return f, err
+		}
+		f.host = host
+	}
+	if kind != "" {
+		if f.kind, err = streams.ParseKind(kind); err != nil {
+			return f, err
+		}
+	}
+	if phase != "" {
+		if f.phase, err = streams.ParsePhase(phase); err != nil {
+			return f, err
+		}
+	}
+	return f, nil
 }
