@@ -9,6 +9,7 @@ import (
 	"github.com/netsource/netsource/nodes/config"
 	"github.com/netsource/netsource/nodes/links"
 	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
+	"github.com/netsource/netsource/streams"
 )
 
 // Env is what every actor of one agent shares: read-only configuration and the narrow
@@ -25,6 +26,10 @@ type Env struct {
 	// LastStatus is the status each object had in the status stream when the agent started
 	// (key kind/id), so a restarted agent does not re-publish what is already known.
 	LastStatus map[string]*nsv1.StatusEvent
+	// Objects builds the actors of pluggable kinds (load balancers, taps, trunks).
+	Objects map[streams.Kind]ObjectProducer
+	// Observers build the host-wide actors (the firewall).
+	Observers []ObserverProducer
 }
 
 func (e *Env) opContext() (context.Context, context.CancelFunc) {

@@ -27,6 +27,16 @@ type (
 	GetCounts struct{}
 )
 
+// NetworkState tells a network's users (ports, load balancers) whether its plumbing on this
+// host is ready.
+type NetworkState struct {
+	Network *nsv1.Network // nil: unknown network
+	Spec    links.NetworkSpec
+	Ready   bool
+	Reason  string // why not ready
+	Final   bool   // not ready and will not be without a new event (ERROR rather than BUILD)
+}
+
 // Counts is what the heartbeat tells about the host.
 type Counts struct {
 	ByKind     map[string]uint32
@@ -43,14 +53,6 @@ type (
 		received time.Time
 		port     *nsv1.Port
 		deleted  bool
-	}
-	// networkState tells a port whether its network's plumbing is ready.
-	networkState struct {
-		network *nsv1.Network // nil: unknown network
-		spec    links.NetworkSpec
-		ready   bool
-		reason  string // why not ready
-		final   bool   // not ready and will not be without a new event (ERROR rather than BUILD)
 	}
 	// networkDesired is the latest desired version of a network and whether local ports
 	// need it on this host.

@@ -22,7 +22,7 @@ type portActor struct {
 	log     zerolog.Logger
 	status  *statusTracker
 	desired *portDesired
-	network *networkState
+	network *NetworkState
 	wasUp   bool   // the port reached ACTIVE/DOWN with its device present at least once
 	repair  string // set when the device was deleted outside netsource: the status says so
 	// failures counts consecutive failed converges; gen invalidates scheduled retries.
@@ -42,7 +42,7 @@ func (a *portActor) Receive(ctx actor.Context) {
 		}
 		a.desired = m
 		a.converge(ctx)
-	case *networkState:
+	case *NetworkState:
 		a.network = m
 		a.converge(ctx)
 	case *resync:
@@ -66,11 +66,11 @@ func (a *portActor) Receive(ctx actor.Context) {
 
 // diverged reports whether a kernel event shows the device is not as wanted.
 func (a *portActor) diverged(ev links.LinkEvent) bool {
-	if a.desired == nil || a.desired.deleted || a.network == nil || !a.network.ready {
+	if a.desired == nil || a.desired.deleted || a.network == nil || !a.network.Ready {
 		return ev.Deleted
 	}
-	wantUp := a.desired.port.IsAdminStateUp() && a.network.network.IsAdminStateUp()
-	return ev.Deleted || ev.Master != a.network.spec.Bridge || ev.Up != wantUp || a.status.phase != nsv1.Phase_PHASE_ACTIVE && wantUp
+	wantUp := a.desired.port.IsAdminStateUp() && a.network.Network.IsAdminStateUp()
+	return ev.Deleted || ev.Master != a.network.Spec.Bridge || ev.Up != wantUp || a.status.phase != nsv1.Phase_PHASE_ACTIVE && wantUp
 }
 
 func (a *portActor) converge(ctx actor.Context) {
@@ -91,13 +91,13 @@ func (a *portActor) converge(ctx actor.Context) {
 	switch {
 	case a.network == nil:
 		return
-	case !a.network.ready && a.network.final:
-		a.status.report(nsv1.Phase_PHASE_ERROR, a.network.reason, d.seq, d.received, nil, nil)
+	case !a.network.Ready && a.network.Final:
+		a.status.report(nsv1.Phase_PHASE_ERROR, a.network.Reason, d.seq, d.received, nil, nil)
 		return
-	case !a.network.ready:
+	case !a.network.Ready:
 		return
 	}
-	spec, err := PortSpec(d.port, a.network.network, a.network.spec)
+	spec, err := PortSpec(d.port, a.network.Network, a.network.Spec)
 	if err != nil {
 		a.status.report(nsv1.Phase_PHASE_ERROR, err.Error(), d.seq, d.received, nil, nil)
 		return
@@ -129,7 +129,7 @@ func (a *portActor) converge(ctx actor.Context) {
 		phase, reason := nsv1.Phase_PHASE_ACTIVE, "device "+spec.Device+" plugged into "+spec.Bridge
 		if !spec.AdminUp {
 			phase, reason = nsv1.Phase_PHASE_DOWN, "admin_state_up is false"
-			if !a.network.network.IsAdminStateUp() {
+			if !a.network.Network.IsAdminStateUp() {
 				reason = "network admin_state_up is false"
 			}
 		}
@@ -168,8 +168,8 @@ func (a *portActor) fail(ctx actor.Context, err error, details map[string]string
 func (a *portActor) remove(ctx actor.Context) {
 	d := a.desired
 	spec := links.PortSpec{ID: a.id, Device: links.TapName(a.id), Bridge: links.BridgeName(d.port.GetNetworkId())}
-	if a.network != nil && a.network.spec.Bridge != "" {
-		spec.Bridge = a.network.spec.Bridge
+	if a.network != nil && a.network.Spec.Bridge != "" {
+		spec.Bridge = a.network.Spec.Bridge
 	}
 	if d.port.GetBinding().GetType() == "veth" {
 		spec.Binding = links.BindingVeth

@@ -29,8 +29,8 @@ type netEntry struct {
 	spec     *nsv1.Network // nil: unknown or deleted
 	deleted  bool
 	pid      *actor.PID
-	ports    map[string]bool
-	state    *networkState // last plumbing outcome, sent to ports
+	users    map[string]bool // kind/id of the local ports and objects on this network
+	state    *NetworkState   // last plumbing outcome, sent to users
 	fdb      []links.FDBEntry
 	devices  []string // bridge and uplink device, for link events
 }
@@ -60,6 +60,8 @@ type hostSupervisor struct {
 	unhandled  map[string]uint64 // kind/id of kinds this agent does not build yet
 	children   map[string]childRef
 	devices    map[string]string // port device name -> port id
+	objects    map[string]*objEntry // pluggable kinds, by kind/id
+	observers  []*actor.PID
 	remote     map[string]*nsv1.StatusEvent
 	errors     map[string]*statusTracker // objects reported by the supervisor itself
 	caughtUp   bool
@@ -71,7 +73,7 @@ func newHostSupervisor(env *Env) *hostSupervisor {
 		env: env, log: env.Log.With().Str("actor", "host").Logger(),
 		networks: map[string]*netEntry{}, ports: map[string]*portEntry{}, secgroups: map[string]*nsv1.SecurityGroup{},
 		unhandled: map[string]uint64{}, children: map[string]childRef{}, devices: map[string]string{},
-		remote: map[string]*nsv1.StatusEvent{}, errors: map[string]*statusTracker{},
+		remote: map[string]*nsv1.StatusEvent{}, errors: map[string]*statusTracker{}, objects: map[string]*objEntry{},
 	}
 }
 
@@ -83,18 +85,26 @@ func (h *hostSupervisor) Receive(ctx actor.Context) {
 		}
 	}()
 	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		h.spawnObservers(ctx)
 	case *DesiredMsg:
 		h.onDesired(ctx, m.Msg)
 	case *CaughtUp:
 		h.onCaughtUp(ctx)
+		h.tellObservers(ctx, m)
 	case *Resync:
 		for _, child := range ctx.Children() {
 			ctx.Send(child, &resync{})
 		}
+		h.tellObservers(ctx, m)
 	case *LinkEventMsg:
 		h.onLinkEvent(ctx, m.Event)
+		h.tellObservers(ctx, m)
 	case *RemotePortStatus:
 		h.onRemotePort(ctx, m.Status)
+		h.tellObservers(ctx, m)
+	case *ObjectGone:
+		h.onObjectGone(ctx, m)
 	case *GetCounts:
 		ctx.Respond(h.counts())
 	case *networkConverged:
@@ -150,7 +160,9 @@ func (h *hostSupervisor) onDesired(ctx actor.Context, m streams.Msg) {
 		}
 	}
 	received := time.Now()
-	switch s := streams.SpecOf(ev).(type) {
+	spec := streams.SpecOf(ev)
+	h.tellObservers(ctx, &Observed{Kind: addr.Kind, ID: addr.ID, Seq: m.Seq, Received: received, Spec: spec, Deleted: deleted})
+	switch s := spec.(type) {
 	case *nsv1.Network:
 		h.onNetwork(ctx, s, deleted, m.Seq, received)
 	case *nsv1.Port:
@@ -162,6 +174,9 @@ func (h *hostSupervisor) onDesired(ctx actor.Context, m streams.Msg) {
 			h.secgroups[s.GetId()] = s
 		}
 	default:
+		if h.onObject(ctx, addr.Kind, s, deleted, m.Seq, received) {
+			return
+		}
 		key := string(addr.Kind) + "/" + addr.ID
 		if deleted {
 			delete(h.unhandled, key)
@@ -177,7 +192,7 @@ func (h *hostSupervisor) onDesired(ctx actor.Context, m streams.Msg) {
 func (h *hostSupervisor) network(id string) *netEntry {
 	e, ok := h.networks[id]
 	if !ok {
-		e = &netEntry{id: id, ports: map[string]bool{}}
+		e = &netEntry{id: id, users: map[string]bool{}}
 		h.networks[id] = e
 	}
 	return e
@@ -196,8 +211,8 @@ func (h *hostSupervisor) onNetwork(ctx actor.Context, n *nsv1.Network, deleted b
 	}
 }
 
-// needed: the network has local ports and a spec.
-func (e *netEntry) needed() bool { return e.spec != nil && len(e.ports) > 0 }
+// needed: the network has local users and a spec.
+func (e *netEntry) needed() bool { return e.spec != nil && len(e.users) > 0 }
 
 // driveNetwork sends the network actor its desired state, spawning it when first needed.
 func (h *hostSupervisor) driveNetwork(ctx actor.Context, e *netEntry) {
@@ -216,23 +231,38 @@ func (h *hostSupervisor) driveNetwork(ctx actor.Context, e *netEntry) {
 }
 
 // pendingState is what ports learn about a network that has no plumbing yet.
-func (h *hostSupervisor) pendingState(e *netEntry) *networkState {
+func (h *hostSupervisor) pendingState(e *netEntry) *NetworkState {
 	if e.spec != nil {
-		return &networkState{network: e.spec, reason: "creating bridge " + links.BridgeName(e.id)}
+		return &NetworkState{Network: e.spec, Reason: "creating bridge " + links.BridgeName(e.id)}
 	}
 	reason := fmt.Sprintf("network %s is not in the desired state", e.id)
 	if e.deleted {
 		reason = fmt.Sprintf("network %s was deleted", e.id)
 	}
-	return &networkState{reason: reason, final: h.caughtUp || e.deleted}
+	return &NetworkState{Reason: reason, Final: h.caughtUp || e.deleted}
 }
 
-func (h *hostSupervisor) tellPorts(ctx actor.Context, e *netEntry, st *networkState) {
-	for id := range e.ports {
-		if p := h.ports[id]; p != nil && p.pid != nil {
-			ctx.Send(p.pid, st)
+func (h *hostSupervisor) tellPorts(ctx actor.Context, e *netEntry, st *NetworkState) {
+	for key := range e.users {
+		if pid := h.userPID(key); pid != nil {
+			ctx.Send(pid, st)
 		}
 	}
+}
+
+// userPID finds the actor of a network user by its kind/id key.
+func (h *hostSupervisor) userPID(key string) *actor.PID {
+	kind, id, _ := strings.Cut(key, "/")
+	if streams.Kind(kind) == streams.KindPort {
+		if p := h.ports[id]; p != nil {
+			return p.pid
+		}
+		return nil
+	}
+	if o := h.objects[key]; o != nil {
+		return o.pid
+	}
+	return nil
 }
 
 func (h *hostSupervisor) onNetworkConverged(ctx actor.Context, m *networkConverged) {
@@ -244,12 +274,12 @@ func (h *hostSupervisor) onNetworkConverged(ctx actor.Context, m *networkConverg
 	if dev := m.spec.UplinkDevice(); dev != "" {
 		e.devices = append(e.devices, dev)
 	}
-	st := &networkState{network: e.spec, spec: m.spec, ready: m.ready && e.spec != nil, reason: m.reason, final: m.final}
-	if st.network == nil {
+	st := &NetworkState{Network: e.spec, Spec: m.spec, Ready: m.ready && e.spec != nil, Reason: m.reason, Final: m.final}
+	if st.Network == nil {
 		st = h.pendingState(e)
 	}
-	if old := e.state; old != nil && old.ready == st.ready && old.reason == st.reason && old.final == st.final &&
-		old.network == st.network && equalSpec(old.spec, st.spec) {
+	if old := e.state; old != nil && old.Ready == st.Ready && old.Reason == st.Reason && old.Final == st.Final &&
+		old.Network == st.Network && equalSpec(old.Spec, st.Spec) {
 		return
 	}
 	e.state = st
@@ -265,7 +295,7 @@ func (h *hostSupervisor) onNetworkConverged(ctx actor.Context, m *networkConverg
 func (h *hostSupervisor) onPort(ctx actor.Context, p *nsv1.Port, deleted bool, seq uint64, received time.Time) {
 	e := h.ports[p.GetId()]
 	if e == nil {
-		if deleted && !h.knewPort(p.GetId()) {
+		if deleted && !h.knew(streams.KindPort, p.GetId()) {
 			return // a tombstone of a port this host never had: nothing to remove
 		}
 		e = &portEntry{id: p.GetId()}
@@ -283,8 +313,8 @@ func (h *hostSupervisor) onPort(ctx actor.Context, p *nsv1.Port, deleted bool, s
 	if e.networkID != p.GetNetworkId() {
 		e.networkID = p.GetNetworkId()
 		n := h.network(e.networkID)
-		n.ports[e.id] = true
-		if len(n.ports) == 1 {
+		n.users[portKey(e.id)] = true
+		if len(n.users) == 1 {
 			h.driveNetwork(ctx, n)
 		}
 		st := n.state
@@ -295,11 +325,7 @@ func (h *hostSupervisor) onPort(ctx actor.Context, p *nsv1.Port, deleted bool, s
 	}
 }
 
-// knewPort: the status stream says this host had the port when the agent started.
-func (h *hostSupervisor) knewPort(id string) bool {
-	ev := h.env.LastStatus[string(streams.KindPort)+"/"+id]
-	return ev != nil && ev.GetPhase() != nsv1.Phase_PHASE_DELETED
-}
+func portKey(id string) string { return string(streams.KindPort) + "/" + id }
 
 func (h *hostSupervisor) spawnPort(ctx actor.Context, e *portEntry) {
 	id := e.id
@@ -314,8 +340,8 @@ func (h *hostSupervisor) leaveNetwork(ctx actor.Context, e *portEntry) {
 	if n == nil {
 		return
 	}
-	delete(n.ports, e.id)
-	if len(n.ports) == 0 {
+	delete(n.users, portKey(e.id))
+	if len(n.users) == 0 {
 		h.driveNetwork(ctx, n)
 	}
 }
@@ -355,6 +381,10 @@ func (h *hostSupervisor) onChildRestarted(ctx actor.Context, child *actor.PID) {
 	}
 	delete(h.errors, string(ref.kind)+"/"+ref.id)
 	switch ref.kind {
+	case "observer":
+		h.log.Warn().Msg("observer restarted; it resynchronises on the next resync")
+	default:
+		h.resendObject(ctx, child, string(ref.kind)+"/"+ref.id)
 	case streams.KindPort:
 		if e := h.ports[ref.id]; e != nil {
 			ctx.Send(child, &portDesired{seq: e.seq, received: e.received, port: e.spec, deleted: e.deleted})
@@ -396,6 +426,13 @@ func (h *hostSupervisor) pruneOrphans() {
 	for id, p := range h.ports {
 		if !p.deleted {
 			wanted[links.TapName(id)] = true
+		}
+	}
+	for _, o := range h.objects {
+		if !o.deleted {
+			for _, dev := range DevicesOf(o.spec) {
+				wanted[dev] = true
+			}
 		}
 	}
 	for _, n := range h.networks {
@@ -517,6 +554,11 @@ func (h *hostSupervisor) counts() *Counts {
 		}
 	}
 	c.ByKind[string(streams.KindSecGroup)] = uint32(len(h.secgroups))
+	for _, o := range h.objects {
+		if !o.deleted {
+			c.ByKind[string(o.kind)]++
+		}
+	}
 	for key := range h.unhandled {
 		kind, _, _ := strings.Cut(key, "/")
 		c.ByKind[kind]++
