@@ -59,7 +59,7 @@ type hostSupervisor struct {
 	secgroups  map[string]*nsv1.SecurityGroup
 	unhandled  map[string]uint64 // kind/id of kinds this agent does not build yet
 	children   map[string]childRef
-	devices    map[string]string // port device name -> port id
+	devices    map[string]string    // port device name -> port id
 	objects    map[string]*objEntry // pluggable kinds, by kind/id
 	observers  []*actor.PID
 	remote     map[string]*nsv1.StatusEvent
