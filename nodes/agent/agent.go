@@ -101,7 +101,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log zerolog.Logg
 	defer reporter.Close()
 
 	env := &actors.Env{Config: cfg, Dataplane: dp, Reporter: reporter, Log: log, OpTimeout: 30 * time.Second,
-		Backoff: actors.DefaultBackoff, LastStatus: lastStatus}
+		Backoff: actors.DefaultBackoff, LastStatus: lastStatus, Objects: map[streams.Kind]actors.ObjectProducer{}}
+	closePlugins, err := registerPlugins(ctx, cfg, env, log)
+	if err != nil {
+		return err
+	}
+	defer closePlugins()
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(s *actor.ActorSystem) *slog.Logger {
 		return slog.New(zerolog.NewSlogHandler(log.With().Str("component", "protoactor").Logger())).With("system", s.ID)
 	}))
