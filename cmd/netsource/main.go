@@ -9,7 +9,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
 )
+
+func init() {
+	// Global, so set once here: commands run concurrently in tests.
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
