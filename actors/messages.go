@@ -85,6 +85,8 @@ type (
 	resync struct{}
 	// retry re-drives a child after a failed converge; stale generations are ignored.
 	retry struct{ gen int }
+	// recheck re-drives a port once after a burst of link events.
+	recheck struct{}
 	// linkEvent forwards a kernel event to the owning child.
 	linkEvent struct{ event links.LinkEvent }
 )

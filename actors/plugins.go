@@ -67,10 +67,13 @@ func NetworkOf(spec streams.Spec) string {
 
 // DevicesOf lists the host devices an object of a pluggable kind owns besides its network's,
 // so that orphan pruning at start leaves them alone. A load balancer's VIP is plugged like
-// a port: a veth whose host side is tap + vip_port_id[:11].
+// a port: a veth whose host side is tap + vip_port_id[:11] (tap + lb id[:11] without one).
 func DevicesOf(spec streams.Spec) []string {
-	if lb, ok := spec.(*nsv1.LoadBalancer); ok && lb.GetVipPortId() != "" {
-		return []string{links.TapName(lb.GetVipPortId())}
+	if lb, ok := spec.(*nsv1.LoadBalancer); ok {
+		if lb.GetVipPortId() != "" {
+			return []string{links.TapName(lb.GetVipPortId())}
+		}
+		return []string{links.TapName(lb.GetId())} // no VIP port: the VIP is named after the LB
 	}
 	return nil
 }

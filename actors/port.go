@@ -25,6 +25,8 @@ type portActor struct {
 	network *NetworkState
 	wasUp   bool   // the port reached ACTIVE/DOWN with its device present at least once
 	repair  string // set when the device was deleted outside netsource: the status says so
+	// recheckQueued: a re-check for non-delete link events is already in the mailbox.
+	recheckQueued bool
 	// failures counts consecutive failed converges; gen invalidates scheduled retries.
 	failures, gen int
 }
@@ -52,15 +54,27 @@ func (a *portActor) Receive(ctx actor.Context) {
 			a.converge(ctx)
 		}
 	case *linkEvent:
-		if a.diverged(m.event) {
-			a.log.Debug().Str("device", m.event.Name).Bool("deleted", m.event.Deleted).Msg("link event shows divergence; converging")
-			// Late events of our own changes also look diverged; only a deletion is surely
-			// someone else's doing, and only then does the status say so.
-			if m.event.Deleted && (a.status.phase == nsv1.Phase_PHASE_ACTIVE || a.status.phase == nsv1.Phase_PHASE_DOWN) {
-				a.repair = fmt.Sprintf("device %s was deleted outside netsource; re-created", m.event.Name)
-			}
-			a.converge(ctx)
+		if !a.diverged(m.event) {
+			return
 		}
+		a.log.Debug().Str("device", m.event.Name).Bool("deleted", m.event.Deleted).Msg("link event shows divergence")
+		if !m.event.Deleted {
+			// Late events of our own changes also look diverged (a new veth reports "down, no
+			// master" after it is plugged): one re-check after the queued events, not one each.
+			if !a.recheckQueued {
+				a.recheckQueued = true
+				ctx.Send(ctx.Self(), &recheck{})
+			}
+			return
+		}
+		// Only a deletion is surely someone else's doing, and only then does the status say so.
+		if a.status.phase == nsv1.Phase_PHASE_ACTIVE || a.status.phase == nsv1.Phase_PHASE_DOWN {
+			a.repair = fmt.Sprintf("device %s was deleted outside netsource; re-created", m.event.Name)
+		}
+		a.converge(ctx)
+	case *recheck:
+		a.recheckQueued = false
+		a.converge(ctx)
 	}
 }
 

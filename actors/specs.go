@@ -15,6 +15,21 @@ import (
 func NetworkSpec(cfg *config.Config, n *nsv1.Network) (links.NetworkSpec, error) {
 	spec := links.NetworkSpec{ID: n.GetId(), Bridge: links.BridgeName(n.GetId()), MTU: int(n.GetMtu())}
 	physnet := n.GetPhysicalNetwork()
+	if cfg.Mechanism == config.MechanismOpenVSwitch && (n.GetNetworkType() == "flat" || n.GetNetworkType() == "vlan") {
+		// Open vSwitch: every port plugs into br-int, so Bridge stays the network's own name
+		// (brq<id>: the key of its local VLAN, not a device) and the physical network's OVS
+		// bridge from bridge_mappings is the uplink, as in the OVS agent.
+		br, ok := cfg.BridgeMappings[physnet]
+		if !ok {
+			return spec, fmt.Errorf("physical_network %q is not in bridge_mappings of host %s (the openvswitch mechanism needs an OVS bridge per physical network)",
+				physnet, cfg.Host)
+		}
+		spec.Uplink = links.Uplink{Kind: links.UplinkPhysical, Device: br}
+		if n.GetNetworkType() == "vlan" {
+			spec.Uplink = links.Uplink{Kind: links.UplinkVLAN, Device: br, VLANID: int(n.GetSegmentationId())}
+		}
+		return spec, nil
+	}
 	mapped := func() (string, bool, error) {
 		if br, ok := cfg.BridgeMappings[physnet]; ok {
 			return br, true, nil

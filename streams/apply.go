@@ -131,7 +131,7 @@ func (p *Publisher) publishStage(ctx context.Context, stage []*Change) {
 		go func() {
 			defer wg.Done()
 			for c := range work {
-				ack, err := p.Append(ctx, c.Event, c.Expected)
+				ack, err := p.AppendDurable(ctx, c.Event, c.Expected)
 				c.Seq, c.Err = ack.Seq, err
 			}
 		}()

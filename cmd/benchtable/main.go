@@ -1,12 +1,14 @@
 // Command benchtable turns `go test -bench` output into a table with ratios: within one
 // benchmark, every sub-benchmark is compared with the first one (the baseline measured in
-// the same run). Extra metrics (p50-ms, p99-ms, ...) are printed as they are.
+// the same run). Extra metrics (p50-ms, p99-ms, ...) are printed as they are. A benchmark
+// run several times (-count) is one row: its median run, with the range of ns/op.
 package main
 
 import (
 	"bufio"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -27,15 +29,51 @@ func main() {
 	}
 	baseline := map[string]float64{}
 	fmt.Printf("| benchmark | variant | ns/op | ops/s | ratio to baseline | other |\n|---|---|---:|---:|---:|---|\n")
-	for _, r := range results {
+	for _, runs := range group(results) {
+		r := median(runs)
 		if _, ok := baseline[r.name]; !ok {
 			baseline[r.name] = r.nsPerOp
 		}
 		ratio := r.nsPerOp / baseline[r.name]
-		fmt.Printf("| %s | %s | %.0f | %.0f | %.2fx | %s |\n", r.name, r.variant, r.nsPerOp, 1e9/r.nsPerOp, ratio,
-			strings.Join(r.extra, " "))
+		extra := strings.Join(r.extra, " ")
+		if len(runs) > 1 {
+			extra = fmt.Sprintf("median of %d runs (ns/op %.0f to %.0f): %s", len(runs), runs[0].nsPerOp, runs[len(runs)-1].nsPerOp, extra)
+		}
+		fmt.Printf("| %s | %s | %.0f | %.0f | %.2fx | %s |\n", r.name, r.variant, r.nsPerOp, 1e9/r.nsPerOp, ratio, extra)
 	}
 }
+
+// group collects the runs of each benchmark and variant, in the order first seen, each
+// group sorted by ns/op.
+func group(results []result) [][]result {
+	var out [][]result
+	index := map[string]int{}
+	for _, r := range results {
+		key := r.name + "/" + r.variant
+		i, ok := index[key]
+		if !ok {
+			i = len(out)
+			index[key] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], r)
+	}
+	for _, runs := range out {
+		slices.SortStableFunc(runs, func(a, b result) int {
+			switch {
+			case a.nsPerOp < b.nsPerOp:
+				return -1
+			case a.nsPerOp > b.nsPerOp:
+				return 1
+			}
+			return 0
+		})
+	}
+	return out
+}
+
+// median is the middle run (the faster of the two middle ones for an even count).
+func median(sorted []result) result { return sorted[(len(sorted)-1)/2] }
 
 // parse reads a line like "BenchmarkPublish/raw-2   20000   61234 ns/op   1.2 p99-ms".
 func parse(line string) (result, bool) {

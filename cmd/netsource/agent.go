@@ -14,6 +14,7 @@ import (
 func newAgentCmd(g *globals) *cobra.Command {
 	var (
 		configFile, host, netns, listen, store, mechanism string
+		metricsAddr                                       string
 		l2pop                                             bool
 		localIP                                           string
 		resync, report                                    time.Duration
@@ -67,7 +68,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("agent configuration is invalid:\n%w", err)
 			}
-			return agent.Run(cmd.Context(), cfg, agent.Options{Listen: listen}, g.log)
+			return agent.Run(cmd.Context(), cfg, agent.Options{Listen: listen, Metrics: metricsAddr}, g.log)
 		},
 	}
 	f := cmd.Flags()
@@ -81,5 +82,6 @@ func newAgentCmd(g *globals) *cobra.Command {
 	f.BoolVar(&l2pop, "l2-population", false, "unicast VXLAN flooding from other agents' port status (vxlan.l2_population)")
 	f.DurationVar(&resync, "resync-interval", 0, "periodic full resync (agent.resync_interval)")
 	f.DurationVar(&report, "report-interval", 0, "heartbeat interval (agent.report_interval)")
+	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics on ADDR/metrics, e.g. 127.0.0.1:9101 (default: off)")
 	return cmd
 }

@@ -207,45 +207,6 @@ func newWaitCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newWatchCmd(g *globals) *cobra.Command {
-	var host, kindName, phaseName string
-	cmd := &cobra.Command{
-		Use:   "watch [--host H] [--kind K] [--phase P]",
-		Short: "Print live status events (the latest of each object first)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := parseStatusFilter(host, kindName, phaseName)
-			if err != nil {
-				return err
-			}
-			nc, js, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			enc := json.NewEncoder(os.Stdout)
-			return streams.Follow(cmd.Context(), js, streams.StatusStream,
-				streams.FollowOptions{Filters: []string{streams.StatusFilter(f.host, f.kind)}},
-				func(m streams.Msg) {
-					ev, err := streams.DecodeStatus(m.Data)
-					if err != nil || (f.phase != 0 && ev.GetPhase() != f.phase) {
-						return
-					}
-					if g.jsonOut() {
-						_ = enc.Encode(statusView(ev))
-						return
-					}
-					fmt.Printf("%s %-8s %-12s %s %-7s seq=%d %s\n", ev.GetTime().AsTime().Format("15:04:05.000"), ev.GetHost(),
-						ev.GetKind(), ev.GetId(), streams.PhaseName(ev.GetPhase()), ev.GetDesiredSeq(), oneLine(ev.GetReason()))
-				})
-		},
-	}
-	cmd.Flags().StringVar(&host, "host", "", "only this agent host")
-	cmd.Flags().StringVar(&kindName, "kind", "", "only this kind")
-	cmd.Flags().StringVar(&phaseName, "phase", "", "only this phase")
-	return cmd
-}
-
 // statusFilter is what `status` and `watch` select by.
 type statusFilter struct {
 	host  string

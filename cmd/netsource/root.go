@@ -11,6 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+
+	"github.com/netsource/netsource/nodes/agent"
+	"github.com/netsource/netsource/streams"
 )
 
 // globals are the flags every command shares.
@@ -19,6 +22,12 @@ type globals struct {
 	output   string
 	logLevel string
 	log      zerolog.Logger
+	// creds and tls: the client's credentials and TLS files (for `server` and an agent's
+	// embedded server, tls is the server's certificate and the CA of its clients).
+	creds string
+	tls   streams.TLSFiles
+	// serverAuth is the nats-server configuration of an embedded server (agent --auth).
+	serverAuth string
 }
 
 func newRootCmd() *cobra.Command {
@@ -34,6 +43,8 @@ func newRootCmd() *cobra.Command {
 				return err
 			}
 			g.log = log
+			// The agent command builds its Options itself; it finds these in its context.
+			cmd.SetContext(agent.WithSecurity(cmd.Context(), agent.Security{Client: g.security(), ServerConfig: g.serverAuth}))
 			switch g.output {
 			case "", "table", "json", "yaml":
 				return nil
@@ -48,11 +59,19 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.natsURL, "nats", defaultURL, "NATS server URL (default $NATS_URL, then nats://127.0.0.1:4222)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.creds, "creds", os.Getenv("NATS_CREDS"),
+		"NATS credentials `FILE`: an NKEY seed file of netsource auth init (or a JWT .creds file); default $NATS_CREDS")
+	pf.StringVar(&g.tls.CA, "tls-ca", "", "TLS: CA certificate that verifies the server (for server and embedded server: that verifies clients)")
+	pf.StringVar(&g.tls.Cert, "tls-cert", "", "TLS: client certificate (for server and embedded server: the server's certificate)")
+	pf.StringVar(&g.tls.Key, "tls-key", "", "TLS: private key of --tls-cert")
 	root.AddCommand(
-		newServerCmd(g), newAgentCmd(g),
+		newServerCmd(g), withAgentAuthFlag(g, newAgentCmd(g)), newAuthCmd(g),
 		newApplyCmd(g), newDeleteCmd(g), newGetCmd(g),
 		newStatusCmd(g), newWaitCmd(g), newWatchCmd(g),
+		newReplayCmd(g),
 	)
+	root.AddCommand(newDashboardCmd(g), newDemoCmd(g))
 	return root
 }
 
@@ -62,16 +81,21 @@ func newLogger(level string, w io.Writer) (zerolog.Logger, error) {
 	if err != nil {
 		return zerolog.Logger{}, fmt.Errorf("--log-level %q: %w", level, err)
 	}
-	zerolog.TimeFieldFormat = time.RFC3339Nano
 	if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }
 
-// connect opens a client connection and a JetStream context.
+// connect opens a client connection and a JetStream context. --nats may list several
+// servers (comma-separated): the client fails over between them.
 func (g *globals) connect() (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(g.natsURL, nats.Name("netsource-cli"), nats.Timeout(5*time.Second))
+	sec, err := g.security().Options()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := append([]nats.Option{nats.Name("netsource-cli"), nats.Timeout(5 * time.Second)}, sec...)
+	nc, err := nats.Connect(g.natsURL, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s: %w", g.natsURL, err)
 	}
@@ -81,6 +105,18 @@ func (g *globals) connect() (*nats.Conn, jetstream.JetStream, error) {
 		return nil, nil, fmt.Errorf("jetstream on %s: %w", g.natsURL, err)
 	}
 	return nc, js, nil
+}
+
+func (g *globals) security() streams.ClientSecurity {
+	return streams.ClientSecurity{Creds: g.creds, TLS: g.tls}
+}
+
+// withAgentAuthFlag adds --auth to the agent command: the configuration of its embedded
+// server, as `server --auth`.
+func withAgentAuthFlag(g *globals, cmd *cobra.Command) *cobra.Command {
+	cmd.Flags().StringVar(&g.serverAuth, "auth", "",
+		"nats-server configuration `FILE` for the embedded server (without --nats), e.g. auth.conf of netsource auth init")
+	return cmd
 }
 
 func (g *globals) jsonOut() bool { return g.output == "json" }

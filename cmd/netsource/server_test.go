@@ -23,12 +23,7 @@ func freePort(t *testing.T) string {
 func runServer(t *testing.T, store, listen string) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		root := newRootCmd()
-		root.SetArgs([]string{"server", "--store", store, "--listen", listen, "--log-level", "error"})
-		done <- root.ExecuteContext(ctx)
-	}()
+	done := startCommand(ctx, "server", "--store", store, "--listen", listen, "--log-level", "error")
 	// Up means: accepting clients and holding the streams (created right after start).
 	deadline := time.Now().Add(15 * time.Second)
 	for {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netsource/netsource/nodes/links"
 	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
 	"github.com/netsource/netsource/streams"
 	"github.com/netsource/netsource/streams/natstest"
@@ -46,6 +47,11 @@ func twoHosts(t *testing.T) (prefix, hostA, hostB string) {
 			if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, prefix) {
 				_ = exec.Command("ip", "netns", "del", name).Run()
 			}
+		}
+		// The agents' records of the VM namespaces they created.
+		markers, _ := filepath.Glob(filepath.Join(links.DefaultMarkerDir, prefix+"*"))
+		for _, m := range markers {
+			_ = os.Remove(m)
 		}
 	})
 	for _, h := range []string{hostA, hostB} {

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -132,11 +131,12 @@ func (e *benchEnv) config() *config.Config {
 
 // benchAgent is one agent.Run in-process.
 type benchAgent struct {
-	dp      *countingDataplane
-	started time.Time
-	ready   chan struct{} // closed by Options.Ready
-	readyAt time.Time
-	stop    func() // cancels Run, waits for it, closes the dataplane; idempotent
+	dp       *countingDataplane
+	released chan struct{} // closed once dp (and with it the agent's state) is garbage
+	started  time.Time
+	ready    chan struct{} // closed by Options.Ready
+	readyAt  time.Time
+	stop     func() // cancels Run, waits for it, closes the dataplane; idempotent
 }
 
 // startAgent runs an agent on its own netlink dataplane (wrapped for counting) and waits
@@ -147,7 +147,8 @@ func (e *benchEnv) startAgent(ctx context.Context) *benchAgent {
 	if err != nil {
 		e.tb.Fatal(err)
 	}
-	a := &benchAgent{dp: newCountingDataplane(nl), ready: make(chan struct{})}
+	a := &benchAgent{dp: newCountingDataplane(nl), ready: make(chan struct{}), released: make(chan struct{})}
+	runtime.AddCleanup(a.dp, func(released chan struct{}) { close(released) }, a.released)
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var once sync.Once
@@ -177,6 +178,43 @@ func (e *benchEnv) startAgent(ctx context.Context) *benchAgent {
 		e.tb.Fatalf("agent not ready: %v", ctx.Err())
 	}
 	return a
+}
+
+// waitReleased waits until none of a stopped agent's state is reachable any more, which
+// takes a moment after agent.Run returns. Three facts, because each covers another
+// retainer: the garbage collector found the agent's dataplane unreachable (released is
+// benchAgent.released; the caller must drop its own references to the agent first; every
+// actor holds the Env that holds the dataplane); no protoactor goroutine runs (the
+// dead-letter throttle keeps one for a second after the dead letters of the shutdown, and
+// with it the actor system and its 3.5 MB process registry); and the server is down to
+// clients connections (Run drains its connection asynchronously, and the subscription
+// handlers reference the actor system).
+func (e *benchEnv) waitReleased(ctx context.Context, released <-chan struct{}, clients int) {
+	e.tb.Helper()
+	ctx, cancel := context.WithTimeout(ctx, benchTimeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	buf := make([]byte, 1<<20)
+	gone := false
+	for {
+		runtime.GC()
+		select {
+		case <-released:
+			gone = true
+		default:
+		}
+		n := runtime.Stack(buf, true)
+		if gone && e.srv.NS.NumClients() <= clients && !strings.Contains(string(buf[:n]), "github.com/asynkron/protoactor-go/") {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			e.tb.Fatalf("the stopped agent's state is still reachable (dataplane collected: %t, clients: %d): %v",
+				gone, e.srv.NS.NumClients(), ctx.Err())
+		}
+	}
 }
 
 // benchNetwork is the "local" network every benchmark port is on (no uplink: the agent
@@ -210,7 +248,7 @@ func (e *benchEnv) deletePorts(ctx context.Context, ports []*nsv1.Port, seqs map
 	after := time.Now()
 	tomb := make(map[string]uint64, len(ports))
 	var mu sync.Mutex
-	err := parallel(16, len(ports), func(i int) error {
+	err := runParallel(16, len(ports), func(i int) error {
 		p := ports[i]
 		ack, err := e.pub.Append(ctx, streams.NewEvent(nsv1.ChangeKind_CHANGE_KIND_DELETED, p, ""), seqs[p.GetId()])
 		mu.Lock()
@@ -226,8 +264,8 @@ func (e *benchEnv) deletePorts(ctx context.Context, ports []*nsv1.Port, seqs map
 	}
 }
 
-// parallel runs fn(0..n-1) on workers goroutines and joins the errors.
-func parallel(workers, n int, fn func(i int) error) error {
+// runParallel runs fn(0..n-1) on workers goroutines and joins the errors.
+func runParallel(workers, n int, fn func(i int) error) error {
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -257,12 +295,10 @@ func parallel(workers, n int, fn func(i int) error) error {
 // the host's status subjects: a subscriber sees a message as the server stores it, without
 // the delivery delay of a JetStream consumer.
 type statusWatch struct {
-	sub     *nats.Subscription
-	mu      sync.Mutex
-	events  map[string][]statusSeen // kind/id -> in arrival order
-	byPhase map[nsv1.Phase]int      // status events received, by phase
-	total   int
-	changed chan struct{}
+	mu       sync.Mutex
+	events   map[string][]statusSeen // kind/id -> in arrival order
+	received int
+	changed  chan struct{}
 }
 
 type statusSeen struct {
@@ -273,7 +309,7 @@ type statusSeen struct {
 
 func newStatusWatch(tb testing.TB, nc *nats.Conn, host string) *statusWatch {
 	tb.Helper()
-	w := &statusWatch{events: map[string][]statusSeen{}, byPhase: map[nsv1.Phase]int{}, changed: make(chan struct{}, 1)}
+	w := &statusWatch{events: map[string][]statusSeen{}, changed: make(chan struct{}, 1)}
 	sub, err := nc.Subscribe(streams.StatusRoot+"."+host+".*.*", func(m *nats.Msg) {
 		at := time.Now()
 		t := strings.Split(m.Subject, ".")
@@ -287,8 +323,7 @@ func newStatusWatch(tb testing.TB, nc *nats.Conn, host string) *statusWatch {
 		w.mu.Lock()
 		key := t[3] + "/" + t[4]
 		w.events[key] = append(w.events[key], statusSeen{phase: ev.GetPhase(), seq: ev.GetDesiredSeq(), at: at})
-		w.byPhase[ev.GetPhase()]++
-		w.total++
+		w.received++
 		w.mu.Unlock()
 		select {
 		case w.changed <- struct{}{}:
@@ -305,7 +340,6 @@ func newStatusWatch(tb testing.TB, nc *nats.Conn, host string) *statusWatch {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = sub.Unsubscribe() })
-	w.sub = sub
 	return w
 }
 
@@ -372,11 +406,11 @@ func (w *statusWatch) missing(kind streams.Kind, seqs map[string]uint64, done ma
 	return strings.Join(out, ", ")
 }
 
-// counts returns the number of status events received so far, in total and by phase.
-func (w *statusWatch) counts() (int, map[nsv1.Phase]int) {
+// total returns the number of status events received so far.
+func (w *statusWatch) total() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.total, maps.Clone(w.byPhase)
+	return w.received
 }
 
 // count returns how many statuses of kind/id were received.
@@ -406,12 +440,14 @@ type countingDataplane struct {
 	inventoryDone   time.Time
 	portsOK         int
 	lastFirstPortOK time.Time
+	lastCall        time.Time // of EnsurePort or EnsureNetwork
 	changed         chan struct{}
 }
 
 type portCalls struct {
-	calls   int
-	firstOK time.Time
+	calls int
+	// okStart and okEnd bracket the first successful EnsurePort.
+	okStart, okEnd time.Time
 }
 
 func newCountingDataplane(dp links.Dataplane) *countingDataplane {
@@ -426,6 +462,7 @@ func (c *countingDataplane) notify() {
 }
 
 func (c *countingDataplane) EnsurePort(ctx context.Context, spec links.PortSpec) (links.PortState, error) {
+	begin := time.Now()
 	st, err := c.Dataplane.EnsurePort(ctx, spec)
 	now := time.Now()
 	c.mu.Lock()
@@ -436,9 +473,10 @@ func (c *countingDataplane) EnsurePort(ctx context.Context, spec links.PortSpec)
 	}
 	pc.calls++
 	c.portCalls++
-	first := err == nil && pc.firstOK.IsZero()
+	c.lastCall = now
+	first := err == nil && pc.okEnd.IsZero()
 	if first {
-		pc.firstOK = now
+		pc.okStart, pc.okEnd = begin, now
 		c.portsOK++
 		c.lastFirstPortOK = now
 	}
@@ -454,6 +492,7 @@ func (c *countingDataplane) EnsureNetwork(ctx context.Context, spec links.Networ
 	now := time.Now()
 	c.mu.Lock()
 	c.networkCalls++
+	c.lastCall = now
 	if err == nil && c.networkOK.IsZero() {
 		c.networkOK = now
 	}
@@ -480,8 +519,8 @@ func (c *countingDataplane) calls() (ports, networks int) {
 	return c.portCalls, c.networkCalls
 }
 
-// waitFirstPass waits until the network and ports ports were ensured successfully and the
-// orphan inventory ran, and returns when the last of these happened.
+// waitFirstPass waits until the network and the given number of ports were ensured
+// successfully and the orphan inventory ran, and returns when the last of these happened.
 func (c *countingDataplane) waitFirstPass(ctx context.Context, ports int) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, benchTimeout)
 	defer cancel()
@@ -507,6 +546,41 @@ func (c *countingDataplane) waitFirstPass(ctx context.Context, ports int) (time.
 	}
 }
 
+// firstEnsure returns when the first successful EnsurePort of port id began and ended.
+func (c *countingDataplane) firstEnsure(id string) (begin, end time.Time, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pc := c.ports[id]
+	if pc == nil || pc.okEnd.IsZero() {
+		return time.Time{}, time.Time{}, false
+	}
+	return pc.okStart, pc.okEnd, true
+}
+
+// waitIdle waits until the agent has not ensured anything for quiet, and returns the time of
+// its last ensure. The agent has no "idle" signal: after the last port is ACTIVE it still
+// handles the kernel's link events of its own changes, which re-run EnsurePort; this is
+// the one place the benchmarks poll.
+func (c *countingDataplane) waitIdle(ctx context.Context, quiet time.Duration) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, benchTimeout)
+	defer cancel()
+	tick := time.NewTicker(quiet / 10)
+	defer tick.Stop()
+	for {
+		c.mu.Lock()
+		last := c.lastCall
+		c.mu.Unlock()
+		if time.Since(last) >= quiet {
+			return last, nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return last, fmt.Errorf("agent still busy: %w", ctx.Err())
+		}
+	}
+}
+
 // forget drops the per-port records (so they do not count as agent memory).
 func (c *countingDataplane) forget() {
 	c.mu.Lock()
@@ -514,8 +588,8 @@ func (c *countingDataplane) forget() {
 	c.mu.Unlock()
 }
 
-// percentile is the nearest-rank percentile of durations, in milliseconds.
-func percentile(d []time.Duration, p float64) float64 {
+// percentileMS is the nearest-rank percentile of durations, in milliseconds.
+func percentileMS(d []time.Duration, p float64) float64 {
 	if len(d) == 0 {
 		return 0
 	}
@@ -523,16 +597,44 @@ func percentile(d []time.Duration, p float64) float64 {
 	slices.Sort(s)
 	rank := int(float64(len(s))*p/100+0.999999) - 1
 	rank = min(max(rank, 0), len(s)-1)
-	return ms(s[rank])
+	return inMS(s[rank])
 }
 
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func inMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// heapInuse is the live heap after a full collection.
-func heapInuse() uint64 {
+// liveHeap returns the bytes and the number of live heap objects after a full collection
+// (HeapAlloc and HeapObjects right after runtime.GC count live objects only). HeapInuse is
+// not used: it counts whole spans, so a delta also measures how fragmented the spans freed
+// by a previous agent are, which swung the per-port figure by ±6 KB between runs.
+func liveHeap() (bytes, objects uint64) {
 	var m runtime.MemStats
 	runtime.GC()
-	runtime.GC()
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse
+	return m.HeapAlloc, m.HeapObjects
+}
+
+// breakdown splits publish → ACTIVE latencies of ports into where the time went.
+type breakdown struct {
+	total  []time.Duration // publish → ACTIVE status received
+	wait   []time.Duration // publish → the successful EnsurePort began (stream delivery, actors, bridge, queueing)
+	kernel []time.Duration // that EnsurePort call
+	report []time.Duration // EnsurePort returned → ACTIVE status received (status publishing)
+}
+
+// add records one port published at start that reached ACTIVE at active.
+func (b *breakdown) add(dp *countingDataplane, id string, start, active time.Time) {
+	b.total = append(b.total, active.Sub(start))
+	if begin, end, ok := dp.firstEnsure(id); ok {
+		b.wait = append(b.wait, begin.Sub(start))
+		b.kernel = append(b.kernel, end.Sub(begin))
+		b.report = append(b.report, active.Sub(end))
+	}
+}
+
+func (b *breakdown) reportTo(tb *testing.B) {
+	tb.ReportMetric(percentileMS(b.total, 50), "p50-ms")
+	tb.ReportMetric(percentileMS(b.total, 99), "p99-ms")
+	tb.ReportMetric(percentileMS(b.wait, 50), "wait-p50-ms")
+	tb.ReportMetric(percentileMS(b.kernel, 50), "kernel-p50-ms")
+	tb.ReportMetric(percentileMS(b.report, 50), "report-p50-ms")
 }

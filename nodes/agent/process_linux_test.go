@@ -210,13 +210,18 @@ func manyPorts(prefix, host string, n int) []*nsv1.Port {
 	return ports
 }
 
+// ipLinks lists the link names of a namespace. Only stdout counts: iproute2 may warn on
+// stderr ("Peer netns reference is invalid.") while a peer's namespace id is being set up.
 func ipLinks(t *testing.T, netns string) []string {
 	t.Helper()
-	out := run(t, "ip", "-n", netns, "-o", "link", "show")
+	out, err := exec.Command("ip", "-n", netns, "-o", "link", "show").Output()
+	if err != nil {
+		t.Fatalf("ip -n %s link show: %v", netns, err)
+	}
 	var names []string
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)
-		if len(f) > 1 {
+		if len(f) > 1 && strings.HasSuffix(f[0], ":") {
 			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
 			names = append(names, name)
 		}
@@ -270,7 +275,8 @@ func TestPrivilegedKillDuringConvergeThenRestart(t *testing.T) {
 	for i, p := range ports {
 		names := ipLinks(t, p.Binding.Netns)
 		if len(names) != 2 || names[1] != links.PeerName(p.Id) {
-			t.Fatalf("vm %d has links %v, want lo and %s", i, names, links.PeerName(p.Id))
+			t.Fatalf("vm %d has links %v, want lo and %s:\n%s", i, names, links.PeerName(p.Id),
+				run(t, "ip", "-n", p.Binding.Netns, "-d", "link", "show"))
 		}
 	}
 }

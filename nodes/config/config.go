@@ -37,6 +37,7 @@ type Config struct {
 	Agent                     Agent             `json:"agent"`
 	OVS                       OVS               `json:"ovs"`
 	HAProxy                   HAProxy           `json:"haproxy"`
+	SecurityGroup             SecurityGroup     `json:"securitygroup"`
 	// StoreDir is where an agent without --nats keeps its embedded JetStream server's data.
 	StoreDir string `json:"store_dir,omitempty"`
 }
@@ -68,6 +69,19 @@ type OVS struct {
 	DB           string `json:"db,omitempty"`
 	RunDir       string `json:"rundir,omitempty"`
 	DatapathType string `json:"datapath_type,omitempty"`
+}
+
+// Firewall drivers (securitygroup.firewall_driver).
+const (
+	FirewallNoop     = "noop"
+	FirewallNFTables = "nftables"
+)
+
+// SecurityGroup is the [SECURITYGROUP] section. firewall_driver nftables turns on security
+// groups and anti-spoofing (nodes/firewall); noop, the default as in Neutron when the option
+// is unset, leaves bridged traffic unfiltered.
+type SecurityGroup struct {
+	FirewallDriver string `json:"firewall_driver,omitempty"`
 }
 
 // HAProxy configures load-balancer instances.
@@ -170,6 +184,9 @@ func (c *Config) ApplyDefaults() {
 	if c.OVS.DB == "" {
 		c.OVS.DB = "unix:" + c.OVS.RunDir + "/db.sock"
 	}
+	if c.SecurityGroup.FirewallDriver == "" {
+		c.SecurityGroup.FirewallDriver = FirewallNoop
+	}
 	if c.HAProxy.Binary == "" {
 		c.HAProxy.Binary = "haproxy"
 	}
@@ -244,6 +261,11 @@ func (c *Config) Validate() error {
 	}
 	if n := c.HAProxy.SendGratuitousARP; n != nil && (*n < 0 || *n > 100) {
 		bad("haproxy.send_gratuitous_arp %d: want 0-100", *n)
+	}
+	switch c.SecurityGroup.FirewallDriver {
+	case "", FirewallNoop, FirewallNFTables:
+	default:
+		bad("securitygroup.firewall_driver %q: want nftables or noop", c.SecurityGroup.FirewallDriver)
 	}
 	return errors.Join(errs...)
 }

@@ -204,38 +204,18 @@ func (n *Netlink) ensureLink(h *netlink.Handle, l netlink.Link, w linkWant) erro
 	return nil
 }
 
-// enslave plugs l into bridge br, after checking there is room for it.
+// enslave plugs l into bridge br. A full bridge answers EXFULL ("exchange full", from
+// find_portno in net/bridge/br_if.c), which is reported as ErrBridgeFull. Asking the kernel
+// beats counting first: a count is a dump of every link in the namespace, which made
+// plugging N ports O(N²).
 func (n *Netlink) enslave(h *netlink.Handle, l, br netlink.Link) error {
 	name, bridge := l.Attrs().Name, br.Attrs().Name
-	if err := roomFor(h, br, name); err != nil {
-		return err
-	}
-	if err := n.write(OpSetMaster, name, func() error { return h.LinkSetMaster(l, br) }); err != nil {
+	err := n.write(OpSetMaster, name, func() error { return h.LinkSetMaster(l, br) })
+	switch {
+	case errors.Is(err, unix.EXFULL):
+		return fmt.Errorf("plug %s into %s: %w", name, bridge, ErrBridgeFull)
+	case err != nil:
 		return fmt.Errorf("enslave %s to %s: %w", name, bridge, err)
-	}
-	return nil
-}
-
-// roomFor fails with ErrBridgeFull when bridge br already holds MaxBridgePorts ports and
-// device is not one of them. The kernel's own answer to a 1024th port is obscure (EXFULL,
-// "exchange full", from find_portno in net/bridge/br_if.c).
-func roomFor(h *netlink.Handle, br netlink.Link, device string) error {
-	links, err := retryDump(h.LinkList)
-	if err != nil {
-		return fmt.Errorf("count ports of %s: %w", br.Attrs().Name, err)
-	}
-	ports := 0
-	for _, p := range links {
-		if p.Attrs().MasterIndex != br.Attrs().Index {
-			continue
-		}
-		if p.Attrs().Name == device {
-			return nil
-		}
-		ports++
-	}
-	if ports >= MaxBridgePorts {
-		return fmt.Errorf("plug %s into %s (%d ports): %w", device, br.Attrs().Name, ports, ErrBridgeFull)
 	}
 	return nil
 }

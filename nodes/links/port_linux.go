@@ -48,19 +48,18 @@ func (n *Netlink) ensurePort(spec PortSpec) (PortState, error) {
 		return PortState{}, err
 	case l == nil && spec.Binding == BindingTap:
 		return PortState{}, fmt.Errorf("tap %s: %w", spec.Device, ErrDeviceMissing)
-	case l == nil || l.Attrs().MasterIndex != br.Attrs().Index:
-		// Checked before a veth pair and its namespace are made for a port that cannot be
-		// plugged; enslave checks again.
-		if err := roomFor(n.h, br, spec.Device); err != nil {
-			return PortState{}, err
-		}
 	}
+	created := l == nil
 	if spec.Binding == BindingVeth {
 		if l, err = n.ensureVeth(spec); err != nil {
 			return PortState{}, err
 		}
 	}
 	if err := n.ensureLink(n.h, l, linkWant{mtu: spec.MTU, master: br, up: spec.AdminUp}); err != nil {
+		if created && errors.Is(err, ErrBridgeFull) {
+			// A port that cannot be plugged leaves nothing behind.
+			err = errors.Join(err, n.DeletePort(context.Background(), spec))
+		}
 		return PortState{}, err
 	}
 	return n.portState(spec.Device)

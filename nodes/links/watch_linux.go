@@ -26,6 +26,10 @@ func (n *Netlink) Watch(ctx context.Context) (<-chan LinkEvent, error) {
 	ns := n.ns
 	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
 		Namespace: &ns,
+		// Plugging hundreds of ports at once overflowed the default 208 KiB socket buffer
+		// (ENOBUFS ends the subscription and forces a full resync).
+		ReceiveBufferSize:      8 << 20,
+		ReceiveBufferForceSize: true,
 		ErrorCallback: func(err error) {
 			if ctx.Err() == nil {
 				n.log.Warn().Err(err).Msg("link subscription error")
