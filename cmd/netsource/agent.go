@@ -16,7 +16,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		configFile, host, netns, listen, store, mechanism string
 		metricsAddr                                       string
 		l2pop                                             bool
-		localIP                                           string
+		localIP, firewallDriver                           string
 		resync, report                                    time.Duration
 	)
 	cmd := &cobra.Command{
@@ -43,6 +43,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 			override("store", &cfg.StoreDir, store)
 			override("mechanism", &cfg.Mechanism, mechanism)
 			override("local-ip", &cfg.VXLAN.LocalIP, localIP)
+			override("firewall-driver", &cfg.SecurityGroup.FirewallDriver, firewallDriver)
 			if flags.Changed("l2-population") {
 				cfg.VXLAN.L2Population = l2pop
 			}
@@ -79,6 +80,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 	f.StringVar(&store, "store", "", "store directory of the embedded JetStream server (default /var/lib/netsource/jetstream)")
 	f.StringVar(&mechanism, "mechanism", "", "linuxbridge or openvswitch")
 	f.StringVar(&localIP, "local-ip", "", "VXLAN tunnel endpoint address (vxlan.local_ip)")
+	f.StringVar(&firewallDriver, "firewall-driver", "", "nftables (security groups and anti-spoofing) or noop (securitygroup.firewall_driver)")
 	f.BoolVar(&l2pop, "l2-population", false, "unicast VXLAN flooding from other agents' port status (vxlan.l2_population)")
 	f.DurationVar(&resync, "resync-interval", 0, "periodic full resync (agent.resync_interval)")
 	f.DurationVar(&report, "report-interval", 0, "heartbeat interval (agent.report_interval)")

@@ -66,3 +66,15 @@ func TestGroupFor(t *testing.T) {
 		t.Fatal("no group configured should give nil")
 	}
 }
+
+func TestFirewallDriver(t *testing.T) {
+	for driver, ok := range map[string]bool{"": true, "noop": true, "nftables": true, "iptables": false} {
+		c := &Config{Host: "a", SecurityGroup: SecurityGroup{FirewallDriver: driver}}
+		off := false
+		c.VXLAN.EnableVXLAN = &off
+		c.ApplyDefaults()
+		if err := c.Validate(); (err == nil) != ok {
+			t.Errorf("firewall_driver %q: error %v, want ok=%t", driver, err, ok)
+		}
+	}
+}
