@@ -6,13 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/netsource/netsource/nodes/links"
 )
 
 // openNetlinkIn opens a route handle inside the named namespace, with a timeout on each
@@ -203,40 +204,7 @@ func garpFrame(mac net.HardwareAddr, ip net.IP) []byte {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// socketAt opens a socket inside ns. A socket belongs to the namespace of the thread that
-// created it, so this switches a locked thread there and back; if switching back fails the
-// goroutine ends locked and the runtime discards the thread instead of reusing it.
+// socketAt opens a socket inside ns (see links.SocketIn).
 func socketAt(ns netns.NsHandle, domain, typ, proto int) (int, error) {
-	type result struct {
-		fd  int
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			res <- result{-1, err}
-			return
-		}
-		defer origin.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			res <- result{-1, err}
-			return
-		}
-		fd, err := unix.Socket(domain, typ, proto)
-		if rerr := netns.Set(origin); rerr != nil {
-			if fd >= 0 {
-				_ = unix.Close(fd)
-			}
-			res <- result{-1, errors.Join(err, fmt.Errorf("switch thread back to its netns: %w", rerr))}
-			return // exits locked: the thread is discarded
-		}
-		runtime.UnlockOSThread()
-		res <- result{fd, err}
-	}()
-	r := <-res
-	return r.fd, r.err
+	return links.SocketIn(ns, domain, typ, proto)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Named network namespaces, as `ip netns add/del` manage them: /run/netns/<name> is a bind
@@ -137,4 +138,42 @@ func openNetnsHandle(name string) (*netlink.Handle, error) {
 		return nil, fmt.Errorf("open netlink in netns %s: %w", name, err)
 	}
 	return h, nil
+}
+
+// SocketIn opens a socket inside ns. A socket belongs to the namespace of the thread that
+// created it, so this switches a locked thread there and back; if switching back fails the
+// goroutine ends locked and the runtime discards the thread instead of reusing it.
+func SocketIn(ns netns.NsHandle, domain, typ, proto int) (int, error) {
+	type result struct {
+		fd  int
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		origin, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			res <- result{-1, fmt.Errorf("get current netns: %w", err)}
+			return
+		}
+		defer origin.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			res <- result{-1, fmt.Errorf("enter netns: %w", err)}
+			return
+		}
+		fd, err := unix.Socket(domain, typ, proto)
+		if rerr := netns.Set(origin); rerr != nil {
+			if err == nil {
+				_ = unix.Close(fd)
+			}
+			res <- result{-1, errors.Join(err, fmt.Errorf("switch thread back to its netns: %w", rerr))}
+			return // exits locked: the thread is discarded
+		}
+		runtime.UnlockOSThread()
+		res <- result{fd, err}
+	}()
+	r := <-res
+	return r.fd, r.err
 }

@@ -341,38 +341,7 @@ func (d *Dataplane) txChecksumOff(ns netns.NsHandle, name string) error {
 
 // socketIn opens a datagram socket inside ns.
 func socketIn(ns netns.NsHandle) (int, error) {
-	type result struct {
-		fd  int
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			res <- result{-1, err}
-			return
-		}
-		defer origin.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			res <- result{-1, err}
-			return
-		}
-		fd, serr := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err := netns.Set(origin); err != nil {
-			if serr == nil {
-				unix.Close(fd)
-			}
-			res <- result{-1, fmt.Errorf("switch thread back to its netns: %w", err)}
-			return // exits locked: the thread is discarded
-		}
-		runtime.UnlockOSThread()
-		res <- result{fd, serr}
-	}()
-	r := <-res
-	return r.fd, r.err
+	return links.SocketIn(ns, unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 }
 
 // deleteVeth deletes the pair and the peer's namespace if netsource created it and it is
