@@ -4,10 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 
-	"github.com/vishvananda/netns"
+	"github.com/netsource/netsource/nodes/links"
 )
 
 // bridgeSysctls make br_netfilter pass bridged IPv4 and IPv6 packets through the inet
@@ -52,35 +51,8 @@ func EnsureBridgeNetfilter(netnsName string) (changed []string, err error) {
 	return changed, err
 }
 
-// InNetns runs fn on an OS thread that has entered the named network namespace; the
-// caller's thread is never switched. A thread that cannot return to its namespace is
-// discarded instead of being reused.
+// InNetns runs fn on an OS thread that has entered the named network namespace (see
+// links.InNamedNetns); the caller's thread is never switched.
 func InNetns(name string, fn func() error) error {
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		return fmt.Errorf("open network namespace %q: %w", name, err)
-	}
-	defer target.Close()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			done <- err
-			return // the thread exits with the goroutine: it stays locked
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			done <- fmt.Errorf("enter network namespace %q: %w", name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			done <- errors.Join(ferr, fmt.Errorf("leave network namespace %q: %w", name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- ferr
-	}()
-	return <-done
+	return links.InNamedNetns(name, fn)
 }

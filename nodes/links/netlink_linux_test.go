@@ -57,7 +57,7 @@ func (th *testHost) vm(name string) string { return th.prefix + "-" + name }
 
 func newTestHost(t *testing.T, prefix, name string) *testHost {
 	t.Helper()
-	if err := createNamedNetns(name); err != nil {
+	if err := CreateNamedNetns(name); err != nil {
 		t.Fatalf("create netns %s: %v", name, err)
 	}
 	n, err := New(name, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel))

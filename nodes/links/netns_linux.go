@@ -22,11 +22,12 @@ import (
 // made for the port is used but never deleted. Both the marker and the namespace live on
 // tmpfs, so they vanish together at reboot.
 
-// createNamedNetns creates /run/netns/<name>. netns.NewNamed moves the calling thread into
-// the new namespace, so it runs on a goroutine locked to its OS thread that switches back
-// before unlocking; if switching back fails the goroutine ends still locked, and the Go
-// runtime then destroys the thread instead of reusing it in the wrong namespace.
-func createNamedNetns(name string) error {
+// onOwnThread runs fn on a goroutine locked to its OS thread, then puts the thread back
+// into the namespace it started in before unlocking it. fn may switch the thread's
+// namespace (netns.Set, netns.NewNamed); if switching back fails the goroutine ends still
+// locked, and the Go runtime then destroys the thread instead of reusing it in the wrong
+// namespace. Namespaces are per thread: this is the one place netsource switches them.
+func onOwnThread(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -37,18 +38,50 @@ func createNamedNetns(name string) error {
 			return
 		}
 		defer origin.Close()
+		ferr := fn()
+		if rerr := netns.Set(origin); rerr != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("switch thread back to its netns: %w", rerr))
+			return // exits locked: the thread is discarded
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// InNetns runs fn on a thread inside ns (sockets fn opens belong to ns).
+func InNetns(ns netns.NsHandle, fn func() error) error {
+	return onOwnThread(func() error {
+		if err := netns.Set(ns); err != nil {
+			return fmt.Errorf("enter netns: %w", err)
+		}
+		return fn()
+	})
+}
+
+// InNamedNetns runs fn on a thread inside the named namespace /run/netns/<name>.
+func InNamedNetns(name string, fn func() error) error {
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", name, err)
+	}
+	defer ns.Close()
+	if err := InNetns(ns, fn); err != nil {
+		return fmt.Errorf("in netns %s: %w", name, err)
+	}
+	return nil
+}
+
+// CreateNamedNetns creates /run/netns/<name>, as `ip netns add` does. netns.NewNamed moves
+// the calling thread into the new namespace, hence the thread of its own.
+func CreateNamedNetns(name string) error {
+	return onOwnThread(func() error {
 		created, err := netns.NewNamed(name)
 		if err == nil {
 			created.Close()
 		}
-		if rerr := netns.Set(origin); rerr != nil {
-			errc <- errors.Join(err, fmt.Errorf("switch thread back to its netns: %w", rerr))
-			return // exits locked: the thread is discarded
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
+		return err
+	})
 }
 
 // netnsExists reports whether /run/netns/<name> exists.
@@ -68,7 +101,7 @@ func (n *Netlink) ensurePeerNetns(name string) error {
 	if err != nil || ok {
 		return err
 	}
-	if err := n.write(OpNetnsAdd, name, func() error { return createNamedNetns(name) }); err != nil {
+	if err := n.write(OpNetnsAdd, name, func() error { return CreateNamedNetns(name) }); err != nil {
 		return fmt.Errorf("create netns %s: %w", name, err)
 	}
 	if err := os.MkdirAll(n.markerDir, 0o755); err != nil {
@@ -140,40 +173,20 @@ func openNetnsHandle(name string) (*netlink.Handle, error) {
 	return h, nil
 }
 
-// SocketIn opens a socket inside ns. A socket belongs to the namespace of the thread that
-// created it, so this switches a locked thread there and back; if switching back fails the
-// goroutine ends locked and the runtime discards the thread instead of reusing it.
+// SocketIn opens a socket inside ns: a socket belongs to the namespace of the thread that
+// created it.
 func SocketIn(ns netns.NsHandle, domain, typ, proto int) (int, error) {
-	type result struct {
-		fd  int
-		err error
+	fd := -1
+	err := InNetns(ns, func() error {
+		var err error
+		fd, err = unix.Socket(domain, typ, proto)
+		return err
+	})
+	if err != nil {
+		if fd >= 0 {
+			_ = unix.Close(fd)
+		}
+		return -1, err
 	}
-	res := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			res <- result{-1, fmt.Errorf("get current netns: %w", err)}
-			return
-		}
-		defer origin.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			res <- result{-1, fmt.Errorf("enter netns: %w", err)}
-			return
-		}
-		fd, err := unix.Socket(domain, typ, proto)
-		if rerr := netns.Set(origin); rerr != nil {
-			if err == nil {
-				_ = unix.Close(fd)
-			}
-			res <- result{-1, errors.Join(err, fmt.Errorf("switch thread back to its netns: %w", rerr))}
-			return // exits locked: the thread is discarded
-		}
-		runtime.UnlockOSThread()
-		res <- result{fd, err}
-	}()
-	r := <-res
-	return r.fd, r.err
+	return fd, nil
 }

@@ -307,7 +307,7 @@ type ifreqData struct {
 
 // txChecksumOff turns transmit checksum offload off on a device of another namespace.
 // The ioctl needs a socket of that namespace: it is made on a thread switched there and
-// back (a thread that cannot switch back is discarded, see createNamedNetns).
+// back (a thread that cannot switch back is discarded, see links.SocketIn).
 func (d *Dataplane) txChecksumOff(ns netns.NsHandle, name string) error {
 	fd, err := socketIn(ns)
 	if err != nil {
@@ -374,7 +374,7 @@ func (d *Dataplane) ensurePeerNetns(name string) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	if err := d.netlinkWrite("create netns "+name, func() error { return createNamedNetns(name) }); err != nil {
+	if err := d.netlinkWrite("create netns "+name, func() error { return links.CreateNamedNetns(name) }); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(d.markerDir, 0o755); err != nil {
@@ -423,30 +423,4 @@ func (d *Dataplane) deletePeerNetnsIfEmpty(name string) error {
 		return fmt.Errorf("forget netns %s: %w", name, err)
 	}
 	return nil
-}
-
-// createNamedNetns creates /run/netns/<name> on a locked thread that switches back.
-func createNamedNetns(name string) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current netns: %w", err)
-			return
-		}
-		defer origin.Close()
-		created, err := netns.NewNamed(name)
-		if err == nil {
-			created.Close()
-		}
-		if rerr := netns.Set(origin); rerr != nil {
-			errc <- errors.Join(err, fmt.Errorf("switch thread back to its netns: %w", rerr))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
 }

@@ -10,14 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/vishvananda/netns"
 
 	"github.com/netsource/netsource/nodes/links"
 )
@@ -158,37 +155,7 @@ func stopProcessesIn(name string) {
 // to that namespace whatever thread later uses them. The thread is switched back before it
 // is unlocked; if switching back fails it stays locked and the Go runtime discards it.
 func inNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("current netns: %w", err)
-			return
-		}
-		defer origin.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("netns %s: %w", name, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(origin); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("switch back from netns %s: %w", name, err))
-			return // still locked: the thread is discarded
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return links.InNamedNetns(name, fn)
 }
 
 // listenIn opens a TCP listener inside the named namespace.
