@@ -101,12 +101,32 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
-	_, err := js.CreateStream(ctx, sc)
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		_, err = js.UpdateStream(ctx, sc)
+	for {
+		_, err := js.CreateStream(ctx, sc)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			_, err = js.UpdateStream(ctx, sc)
+		}
+		if err == nil {
+			return nil
+		}
+		// A cluster that has just formed may still count a peer offline for placement
+		// (10005, "no suitable peers"); that settles within moments, so wait for it while
+		// ctx allows instead of failing the start.
+		if !isNoPeersForPlacement(err) || ctx.Err() != nil {
+			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
-	}
-	return nil
+}
+
+// errCodeNoSuitablePeers is JetStream's "no suitable peers for placement".
+const errCodeNoSuitablePeers = 10005
+
+func isNoPeersForPlacement(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeNoSuitablePeers
 }
