@@ -149,9 +149,13 @@ func writeEvent(w http.ResponseWriter, v View) error {
 // Serve follows the streams into a new fleet and serves its dashboard on ln until ctx
 // ends (then it returns nil) or a stream reader fails. It closes ln.
 func Serve(ctx context.Context, js jetstream.JetStream, ln net.Listener, scope Scope) error {
+	return ServeFleet(ctx, js, ln, scope, NewFleet(Options{}))
+}
+
+// ServeFleet is Serve into a fleet the caller made (with its Options, e.g. Notice).
+func ServeFleet(ctx context.Context, js jetstream.JetStream, ln net.Listener, scope Scope, fleet *Fleet) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	fleet := NewFleet(Options{})
 	srv := &http.Server{Handler: NewDashboard(fleet).Handler(), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return ctx }} // ends SSE streams on shutdown
 	errc := make(chan error, 2)

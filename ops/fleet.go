@@ -25,6 +25,9 @@ type Options struct {
 	DeletedTTL time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Notice, if set, is called once with each notice the fleet starts showing (see
+	// View.Notice), e.g. to log it.
+	Notice func(string)
 }
 
 func (o Options) withDefaults() Options {
@@ -98,12 +101,15 @@ type LatencySample struct {
 
 // View is a snapshot (Full) or an increment: the hosts and objects that changed, the
 // status events and convergence samples to append. Version orders views; an increment
-// whose version is not above a snapshot's is already in it.
+// whose version is not above a snapshot's is already in it. Notice, in every view, says
+// what the views lack: object names when the desired stream may not be read (the dashboard
+// role); it is empty when nothing is missing.
 type View struct {
 	Full    bool            `json:"full"`
 	Version uint64          `json:"v"`
 	Now     time.Time       `json:"now"`
 	Ready   bool            `json:"ready"`
+	Notice  string          `json:"notice,omitempty"`
 	Hosts   []HostView      `json:"hosts,omitempty"`
 	Objects []ObjectView    `json:"objects,omitempty"`
 	Feed    []ObjectView    `json:"feed,omitempty"`
@@ -128,7 +134,8 @@ type Fleet struct {
 	version  uint64
 	subs     map[*Subscription]struct{}
 	statusUp bool // the status replay is done
-	namesUp  bool // the desired replay is done
+	namesUp  bool // the desired replay is done (or names are unavailable)
+	notice   string
 	ready    chan struct{}
 }
 
@@ -162,6 +169,28 @@ func (f *Fleet) caughtUp(flag *bool) {
 	if f.isReadyLocked() {
 		close(f.ready)
 		f.publishLocked(View{Ready: true})
+	}
+}
+
+// NamesUnavailable marks the desired replay as done without names: objects show by id only,
+// and every view carries reason as its Notice. Only the first call counts.
+func (f *Fleet) NamesUnavailable(reason string) {
+	f.mu.Lock()
+	if f.notice != "" {
+		f.mu.Unlock()
+		return
+	}
+	f.notice = reason
+	if !f.namesUp {
+		f.namesUp = true
+		if f.isReadyLocked() {
+			close(f.ready)
+		}
+	}
+	f.publishLocked(View{})
+	f.mu.Unlock()
+	if f.opts.Notice != nil {
+		f.opts.Notice(reason)
 	}
 }
 
@@ -298,7 +327,7 @@ func (f *Fleet) Snapshot() View {
 
 func (f *Fleet) snapshotLocked() View {
 	now := f.opts.Now()
-	v := View{Full: true, Version: f.version, Now: now, Ready: f.isReadyLocked(),
+	v := View{Full: true, Version: f.version, Now: now, Ready: f.isReadyLocked(), Notice: f.notice,
 		Hosts: make([]HostView, 0, len(f.hosts)), Objects: make([]ObjectView, 0, len(f.objects)),
 		Feed: append([]ObjectView{}, f.feed...), Latency: append([]LatencySample{}, f.latency...)}
 	for h := range f.hosts {
@@ -360,7 +389,7 @@ func (s *Subscription) Close() {
 
 func (f *Fleet) publishLocked(v View) {
 	f.version++
-	v.Version, v.Now, v.Ready = f.version, f.opts.Now(), f.isReadyLocked()
+	v.Version, v.Now, v.Ready, v.Notice = f.version, f.opts.Now(), f.isReadyLocked(), f.notice
 	for s := range f.subs {
 		select {
 		case s.c <- v:

@@ -162,6 +162,9 @@ func titleLine(v View, hosts []HostView, objs []ObjectView, o TableOptions) stri
 	if !v.Ready {
 		parts = append(parts, "loading…")
 	}
+	if v.Notice != "" {
+		parts = append(parts, v.Notice)
+	}
 	return clip(strings.Join(parts, " · "), o.Width)
 }
 

@@ -1,13 +1,16 @@
 package streams
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
 
@@ -25,8 +28,9 @@ const (
 	// networks and security groups, its own status and every host's port status
 	// (l2population, remote groups), and writes only ns.status.<host>.>.
 	RoleAgent Role = "agent"
-	// RoleDashboard reads and writes nothing: the status stream, and the desired stream
-	// too, because the dashboard and `watch` (ops.Follow) name objects from it.
+	// RoleDashboard is read-only on status: it reads the status stream and nothing else, and
+	// writes nothing. It has no access to the desired stream, so the dashboard and `watch`
+	// (ops.Follow) show objects by id without their names when they run as this role.
 	RoleDashboard Role = "dashboard"
 )
 
@@ -94,9 +98,9 @@ func RolePermissions(role Role, host, publicKey string) (Permissions, error) {
 		pub = append(pub, readStream(StatusStream)...)
 		return Permissions{Publish: pub, Subscribe: inbox}, nil
 	case RoleDashboard:
-		// Read-only: only JetStream API requests that read (and the ephemeral consumers
-		// reading needs), no event subject.
-		return Permissions{Publish: append(readStream(StatusStream), readStream(DesiredStream)...), Subscribe: inbox}, nil
+		// Read-only on status: only the JetStream API requests that read the status stream
+		// (and the ephemeral consumers reading needs); no event subject, no desired stream.
+		return Permissions{Publish: readStream(StatusStream), Subscribe: inbox}, nil
 	case RoleAgent:
 		filters, err := HostFilters(host)
 		if err != nil {
@@ -126,6 +130,64 @@ func RolePermissions(role Role, host, publicKey string) (Permissions, error) {
 		return Permissions{Publish: pub, Subscribe: inbox}, nil
 	}
 	return Permissions{}, fmt.Errorf("unknown role %q (want admin, publisher, agent or dashboard)", role)
+}
+
+// ErrRefused is the cause of a WithRefusal context that ended because the server refused
+// the request.
+var ErrRefused = errors.New("refused by the server: permission denied")
+
+// refusalPoll is how often WithRefusal looks at the connection's last error.
+const refusalPoll = 20 * time.Millisecond
+
+// WithRefusal returns a context that ends with ctx, or as soon as the server refuses nc a
+// request about stream; then its cause (context.Cause) is ErrRefused. A request its user
+// may not make is dropped by the server, which tells the client only asynchronously, as an
+// error of the connection: the request itself just times out, after seconds or whatever
+// ctx allows. WithRefusal polls nc.LastError every 20 ms until the context ends; call
+// cancel when done.
+func WithRefusal(ctx context.Context, nc *nats.Conn, stream string) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		tick := time.NewTicker(refusalPoll)
+		defer tick.Stop()
+		for {
+			if IsRefused(nc.LastError(), stream) {
+				cancel(ErrRefused)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return ctx, func() { cancel(nil) }
+}
+
+// IsRefused reports whether err is the server's permission violation for a request about
+// stream (a JetStream API subject naming it, such as $JS.API.CONSUMER.CREATE.<stream>...).
+// The server drops a denied request and tells the client asynchronously, so the request
+// itself only times out: pass the connection's nc.LastError() (or what an error handler
+// received) to learn why.
+func IsRefused(err error, stream string) bool {
+	if err == nil || !errors.Is(err, nats.ErrPermissionViolation) {
+		return false
+	}
+	_, subject, ok := strings.Cut(err.Error(), `to "`)
+	if !ok {
+		return false
+	}
+	subject, _, _ = strings.Cut(subject, `"`)
+	if !strings.HasPrefix(subject, "$JS.") {
+		return false
+	}
+	for _, tok := range strings.Split(subject, ".") {
+		if tok == stream {
+			return true
+		}
+	}
+	return false
 }
 
 // Identity is one NATS user of a netsource installation.

@@ -3,6 +3,7 @@ package streams_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -327,9 +328,87 @@ func TestAuthDashboardPublishesNothing(t *testing.T) {
 	if _, err := streams.LoadStatus(ctxT(t), d.js, "", ""); err != nil {
 		t.Fatalf("dashboard reading status: %v", err)
 	}
-	// And the desired stream, for object names (ops.Follow).
-	if _, err := streams.LoadLast(ctxT(t), d.js, streams.DesiredStream, "ns.desired.>"); err != nil {
-		t.Fatalf("dashboard reading desired state: %v", err)
+}
+
+// TestAuthDashboardCannotReadDesired: the dashboard role is read-only on status; every
+// JetStream API request about the desired stream is refused, and WithRefusal ends a read
+// as soon as the server says so instead of after the request's timeout.
+func TestAuthDashboardCannotReadDesired(t *testing.T) {
+	e := startAuthServer(t)
+	ctx := ctxT(t)
+	pub := streams.NewPublisher(e.connect("publisher").js, "test")
+	if _, err := pub.Append(ctx, streams.NewEvent(nsv1.ChangeKind_CHANGE_KIND_CREATED, testNetwork(), ""), 0); err != nil {
+		t.Fatal(err)
+	}
+	d := e.connect("dashboard")
+	// The first refusal on a fresh connection, seen through WithRefusal.
+	began := time.Now()
+	readCtx, stop := streams.WithRefusal(ctx, d.nc, streams.DesiredStream)
+	defer stop()
+	if _, err := streams.LoadLast(readCtx, d.js, streams.DesiredStream, "ns.desired.>"); err == nil {
+		t.Fatal("dashboard read the desired state")
+	}
+	if cause := context.Cause(readCtx); !errors.Is(cause, streams.ErrRefused) {
+		t.Fatalf("read ended by %v, want ErrRefused", cause)
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Fatalf("refusal noticed after %s", took)
+	}
+	t.Logf("refusal noticed after %s", time.Since(began).Round(time.Millisecond))
+	d.violation(t, "$JS.API.CONSUMER.CREATE.NETSOURCE_DESIRED.*.ns.desired.>")
+
+	short := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, time.Second)
+		t.Cleanup(cancel)
+		return c
+	}
+	if _, err := d.js.Stream(short(), streams.DesiredStream); err == nil {
+		t.Fatal("dashboard got the desired stream's info")
+	}
+	d.violation(t, "$JS.API.STREAM.INFO.NETSOURCE_DESIRED")
+	subject := "ns.desired.network." + netID
+	for _, api := range []string{"$JS.API.DIRECT.GET.NETSOURCE_DESIRED." + subject, "$JS.API.STREAM.MSG.GET.NETSOURCE_DESIRED"} {
+		body := []byte(`{"last_by_subj":"` + subject + `"}`)
+		if strings.HasPrefix(api, "$JS.API.DIRECT") {
+			body = nil
+		}
+		if _, err := d.nc.Request(api, body, time.Second); err == nil {
+			t.Fatalf("dashboard got an answer from %s", api)
+		}
+		d.violation(t, api)
+	}
+	if !streams.IsRefused(d.nc.LastError(), streams.DesiredStream) {
+		t.Fatalf("last error %v is not a refusal about %s", d.nc.LastError(), streams.DesiredStream)
+	}
+	// Reading status still works on the same connection.
+	if _, err := streams.LoadStatus(ctx, d.js, "", ""); err != nil {
+		t.Fatalf("dashboard reading status: %v", err)
+	}
+	// The publisher's and the admin's reads are not refused.
+	if _, err := streams.LoadLast(ctx, e.connect("publisher").js, streams.DesiredStream, "ns.desired.>"); err != nil {
+		t.Fatalf("publisher reading desired state: %v", err)
+	}
+}
+
+func TestIsRefused(t *testing.T) {
+	violation := func(subject string) error {
+		return fmt.Errorf("%w: Permissions Violation for Publish to %q", nats.ErrPermissionViolation, subject)
+	}
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{violation("$JS.API.CONSUMER.CREATE.NETSOURCE_DESIRED.abc.ns.desired.>"), true},
+		{violation("$JS.API.STREAM.INFO.NETSOURCE_DESIRED"), true},
+		{violation("$JS.API.STREAM.INFO.NETSOURCE_STATUS"), false},
+		{violation("ns.desired.network.NETSOURCE_DESIRED"), false}, // not an API request
+		{fmt.Errorf("%w: Permissions Violation for Subscription to %q", nats.ErrPermissionViolation, "_INBOX.>"), false},
+		{errors.New(`Permissions Violation for Publish to "$JS.API.STREAM.INFO.NETSOURCE_DESIRED"`), false},
+		{nil, false},
+	} {
+		if got := streams.IsRefused(c.err, streams.DesiredStream); got != c.want {
+			t.Errorf("IsRefused(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }
 

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +16,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/netsource/netsource/ops"
+	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
+	"github.com/netsource/netsource/streams"
 )
 
 // startCommand runs the netsource command with args in the background until ctx ends and
@@ -53,7 +60,11 @@ func runServerArgs(t *testing.T, args ...string) {
 	})
 }
 
-func TestAuthInitServerAndCreds(t *testing.T) {
+// authInitAndServe runs `netsource auth init` for hostA and hostB and `netsource server
+// --auth` with its configuration until the test ends; it returns the server's URL and the
+// credentials file of an identity name (admin, publisher, dashboard, agent-hostA...).
+func authInitAndServe(t *testing.T) (url string, creds func(name string) string) {
+	t.Helper()
 	dir := t.TempDir()
 	out, err := runCLI(t, "nats://unused", "auth", "init", "--out", dir, "--hosts", "hostA,hostB", "-o", "json")
 	if err != nil {
@@ -66,9 +77,9 @@ func TestAuthInitServerAndCreds(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Identities) != 5 {
 		t.Fatalf("auth init output: %v\n%s", err, out)
 	}
-	creds := func(name string) string { return filepath.Join(dir, name+".nk") }
+	creds = func(name string) string { return filepath.Join(dir, name+".nk") }
 	listen := freePort(t)
-	url := "nats://" + listen
+	url = "nats://" + listen
 	runServerArgs(t, "--store", t.TempDir(), "--listen", listen, "--auth", res.Config)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -79,6 +90,11 @@ func TestAuthInitServerAndCreds(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return url, creds
+}
+
+func TestAuthInitServerAndCreds(t *testing.T) {
+	url, creds := authInitAndServe(t)
 	if out, err := runCLI(t, url, "--creds", creds("publisher"), "apply", "-f", "../../examples/topology.yaml"); err != nil {
 		t.Fatalf("apply as publisher: %v\n%s", err, out)
 	}
@@ -87,6 +103,104 @@ func TestAuthInitServerAndCreds(t *testing.T) {
 	}
 	if out, err := runCLI(t, url, "--creds", creds("dashboard"), "status"); err != nil {
 		t.Fatalf("status as dashboard: %v\n%s", err, out)
+	}
+}
+
+// TestDashboardRoleWatchesByID: the dashboard role is read-only on status. `watch` and
+// `dashboard` with its credentials show every status by object id, without the names of the
+// desired stream they may not read, and say so; `get` fails at once with a clear error.
+func TestDashboardRoleWatchesByID(t *testing.T) {
+	url, creds := authInitAndServe(t)
+	if out, err := runCLI(t, url, "--creds", creds("publisher"), "apply", "-f", "../../examples/topology.yaml"); err != nil {
+		t.Fatalf("apply as publisher: %v\n%s", err, out)
+	}
+	sec, err := streams.ClientSecurity{Creds: creds("agent-hostA")}.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, sec...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	sink, err := streams.NewStatusSink(js, "hostA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Heartbeat(context.Background(), &nsv1.AgentHeartbeat{ReportInterval: durationpb.New(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	agent := &fakeAgent{t: t, sink: sink}
+	agent.status("port", port0, nsv1.Phase_PHASE_ACTIVE, 5) // port vm1 of examples/topology.yaml
+
+	// The publisher reads both streams: the name is there.
+	out, err := runCLI(t, url, "--creds", creds("publisher"), "watch", "--once")
+	if err != nil || !strings.Contains(out, "vm1") || strings.Contains(out, ops.NamesRefused) {
+		t.Fatalf("watch --once as publisher: %v\n%s", err, out)
+	}
+	began := time.Now()
+	out, err = runCLI(t, url, "--creds", creds("dashboard"), "watch", "--once")
+	if err != nil {
+		t.Fatalf("watch --once as dashboard: %v\n%s", err, out)
+	}
+	title, _, _ := strings.Cut(out, "\n")
+	if !strings.Contains(title, ops.NamesRefused) || !strings.Contains(out, port0+"  hostA  ACTIVE") || strings.Contains(out, "vm1") {
+		t.Fatalf("watch --once as dashboard:\n%s", out)
+	}
+	t.Logf("watch --once as dashboard took %s", time.Since(began).Round(time.Millisecond))
+
+	began = time.Now()
+	_, err = runCLI(t, url, "--creds", creds("dashboard"), "get", "networks")
+	if err == nil || !errors.Is(err, streams.ErrRefused) {
+		t.Fatalf("get as dashboard: %v, want refused", err)
+	}
+	if took := time.Since(began); took > 3*time.Second {
+		t.Errorf("get as dashboard failed after %s, not at once", took)
+	}
+
+	addr := freePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, errc := startCLI(t, ctx, url, "--creds", creds("dashboard"), "dashboard", "--listen", addr)
+	var state ops.View
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/api/state")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&state)
+			resp.Body.Close()
+		}
+		if err == nil && state.Ready && len(state.Objects) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dashboard /api/state: %v %+v", err, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if o := state.Objects[0]; o.ID != port0 || o.Name != "" || o.Phase != "ACTIVE" || state.Notice != ops.NamesRefused {
+		t.Fatalf("dashboard state %+v", state)
+	}
+	agent.status("port", port0, nsv1.Phase_PHASE_DOWN, 6)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/api/state")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&state)
+			resp.Body.Close()
+		}
+		if err == nil && len(state.Objects) == 1 && state.Objects[0].Phase == "DOWN" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dashboard missed a live status: %v %+v", err, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("dashboard ended with %v", err)
 	}
 }
 

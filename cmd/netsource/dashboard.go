@@ -30,7 +30,10 @@ func newDashboardCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("dashboard: listen on %s: %w", listen, err)
 			}
 			g.log.Info().Str("url", "http://"+ln.Addr().String()+"/").Str("nats", g.natsURL).Msg("serving the dashboard")
-			return ops.Serve(cmd.Context(), js, ln, ops.Scope{})
+			// A user that may not read the desired stream (the dashboard role) sees objects by
+			// id: said once here and on the page.
+			fleet := ops.NewFleet(ops.Options{Notice: func(n string) { g.log.Warn().Msg(n) }})
+			return ops.ServeFleet(cmd.Context(), js, ln, ops.Scope{}, fleet)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve the dashboard on")

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -62,7 +63,12 @@ func newGetCmd(g *globals) *cobra.Command {
 			defer nc.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
 			defer cancel()
+			ctx, stop := streams.WithRefusal(ctx, nc, streams.DesiredStream) // e.g. the dashboard role
+			defer stop()
 			state, err := streams.LoadState(ctx, js, filter)
+			if errors.Is(context.Cause(ctx), streams.ErrRefused) {
+				return fmt.Errorf("read %s: %w (this user may not read the desired state)", streams.DesiredStream, streams.ErrRefused)
+			}
 			if err != nil {
 				return err
 			}

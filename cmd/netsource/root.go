@@ -94,7 +94,7 @@ func (g *globals) connect() (*nats.Conn, jetstream.JetStream, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	opts := append([]nats.Option{nats.Name("netsource-cli"), nats.Timeout(5 * time.Second)}, sec...)
+	opts := append([]nats.Option{nats.Name("netsource-cli"), nats.Timeout(5 * time.Second), nats.ErrorHandler(g.asyncError)}, sec...)
 	nc, err := nats.Connect(g.natsURL, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s: %w", g.natsURL, err)
@@ -105,6 +105,17 @@ func (g *globals) connect() (*nats.Conn, jetstream.JetStream, error) {
 		return nil, nil, fmt.Errorf("jetstream on %s: %w", g.natsURL, err)
 	}
 	return nc, js, nil
+}
+
+// asyncError logs what the server reports asynchronously (nats.go would print it to stderr
+// unformatted). A refused read of the desired stream is expected of the dashboard role,
+// whose watch and dashboard show objects by id instead and say so themselves.
+func (g *globals) asyncError(_ *nats.Conn, _ *nats.Subscription, err error) {
+	lvl := zerolog.WarnLevel
+	if streams.IsRefused(err, streams.DesiredStream) {
+		lvl = zerolog.DebugLevel
+	}
+	g.log.WithLevel(lvl).Err(err).Msg("NATS server")
 }
 
 func (g *globals) security() streams.ClientSecurity {

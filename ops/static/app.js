@@ -20,6 +20,7 @@ const state = {
   version: 0,
   skew: 0,            // browser clock minus server clock
   ready: false,
+  notice: '',         // what the views lack (e.g. object names), from the server
   kindColor: new Map(),
 };
 
@@ -91,6 +92,7 @@ function apply(v) {
   }
   state.version = v.v;
   state.ready = v.ready;
+  state.notice = v.notice || '';
   for (const h of v.hosts || []) state.hosts.set(h.host, h);
   for (const o of v.objects || []) state.objects.set(keyOf(o), o);
   if (v.feed) state.feed = state.feed.concat(v.feed).slice(-FEED_MAX);
@@ -156,6 +158,7 @@ function renderSummary(hosts) {
   const parts = [hosts.length + ' hosts' + (down ? ' (' + down + ' down)' : ''), n + ' objects'];
   for (const p of PHASES) if (byPhase[p]) parts.push(byPhase[p] + ' ' + p);
   if (!state.ready) parts.push('loading…');
+  if (state.notice) parts.push(state.notice);
   $('summary').textContent = parts.join(' · ');
 }
 
