@@ -69,7 +69,8 @@ func newAgentCmd(g *globals) *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("agent configuration is invalid:\n%w", err)
 			}
-			return agent.Run(cmd.Context(), cfg, agent.Options{Listen: listen, Metrics: metricsAddr}, g.log)
+			return agent.Run(cmd.Context(), cfg, agent.Options{Listen: listen, Metrics: metricsAddr,
+				Security: agent.Security{Client: g.security(), ServerConfig: g.serverAuth}}, g.log)
 		},
 	}
 	f := cmd.Flags()

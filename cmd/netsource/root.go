@@ -12,7 +12,6 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
-	"github.com/netsource/netsource/nodes/agent"
 	"github.com/netsource/netsource/streams"
 )
 
@@ -43,8 +42,6 @@ func newRootCmd() *cobra.Command {
 				return err
 			}
 			g.log = log
-			// The agent command builds its Options itself; it finds these in its context.
-			cmd.SetContext(agent.WithSecurity(cmd.Context(), agent.Security{Client: g.security(), ServerConfig: g.serverAuth}))
 			switch g.output {
 			case "", "table", "json", "yaml":
 				return nil
