@@ -283,7 +283,7 @@ func (a *lbActor) vipSpec(lb *nsv1.LoadBalancer) (links.PortSpec, error) {
 	port := &nsv1.Port{Id: portID, NetworkId: lb.GetVipNetworkId(), MacAddress: vipMAC(portID).String(),
 		FixedIps: []*nsv1.FixedIP{{SubnetId: lb.GetVipSubnetId(), IpAddress: lb.GetVipAddress()}},
 		Binding:  &nsv1.Binding{Type: "veth", Netns: haproxy.Namespace(lb.GetId())}}
-	spec, err := PortSpec(port, a.network.Network, a.network.Spec)
+	spec, err := PortSpec(port, a.network.Network, a.network.Spec, nil)
 	if err != nil {
 		return spec, fmt.Errorf("VIP port: %w", err)
 	}

@@ -53,6 +53,7 @@ type (
 		received time.Time
 		port     *nsv1.Port
 		deleted  bool
+		trunk    *TrunkAttachment // a sub-port of a trunk on this host; nil otherwise
 	}
 	// networkDesired is the latest desired version of a network and whether local ports
 	// need it on this host.

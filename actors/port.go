@@ -29,6 +29,13 @@ type portActor struct {
 	recheckQueued bool
 	// failures counts consecutive failed converges; gen invalidates scheduled retries.
 	failures, gen int
+	// plugged is the spec last handed to EnsurePort: when the port's plumbing changes kind
+	// (it joins or leaves a trunk, moves to another VLAN), that is what gets removed.
+	plugged *links.PortSpec
+	// replugged: the old plumbing was removed for a new one, which is not there yet.
+	replugged bool
+	// notified is the phase and reason last told to the supervisor (trunks follow them).
+	notified portPhase
 }
 
 func newPortActor(env *Env, id string) actor.Actor {
@@ -37,6 +44,14 @@ func newPortActor(env *Env, id string) actor.Actor {
 }
 
 func (a *portActor) Receive(ctx actor.Context) {
+	a.receive(ctx)
+	if now := (portPhase{id: a.id, phase: a.status.phase, reason: a.status.reason}); now != a.notified && now.phase != nsv1.Phase_PHASE_UNSPECIFIED {
+		a.notified = now
+		ctx.Send(ctx.Parent(), &now)
+	}
+}
+
+func (a *portActor) receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *portDesired:
 		if a.desired == nil || m.seq != a.desired.seq {
@@ -54,6 +69,14 @@ func (a *portActor) Receive(ctx actor.Context) {
 			a.converge(ctx)
 		}
 	case *linkEvent:
+		if m.event.Name != links.TapName(a.id) {
+			// The parent port's device (this is a trunk sub-port): re-check once.
+			if !a.recheckQueued {
+				a.recheckQueued = true
+				ctx.Send(ctx.Self(), &recheck{})
+			}
+			return
+		}
 		if !a.diverged(m.event) {
 			return
 		}
@@ -111,34 +134,49 @@ func (a *portActor) converge(ctx actor.Context) {
 	case !a.network.Ready:
 		return
 	}
-	spec, err := PortSpec(d.port, a.network.Network, a.network.Spec)
+	if t := d.trunk; t != nil && t.Parent == nil {
+		a.status.report(nsv1.Phase_PHASE_BUILD, fmt.Sprintf("waiting for the parent port of trunk %s", t.TrunkID), d.seq, time.Time{}, nil, nil)
+		return
+	}
+	spec, err := PortSpec(d.port, a.network.Network, a.network.Spec, d.trunk)
 	if err != nil {
 		a.status.report(nsv1.Phase_PHASE_ERROR, err.Error(), d.seq, d.received, nil, nil)
+		return
+	}
+	details := map[string]string{"device": spec.Device, "bridge": spec.Bridge}
+	if spec.Peer.Netns != "" {
+		details["netns"] = spec.Peer.Netns
+	}
+	if spec.Binding == links.BindingSubPort {
+		details["trunk"], details["parent"], details["vlan"] = spec.SubPort.TrunkID, spec.SubPort.ParentID, fmt.Sprint(spec.SubPort.VLANID)
+	}
+	if err := a.unplugOld(spec); err != nil {
+		a.fail(ctx, err, details)
 		return
 	}
 	opCtx, cancel := a.env.opContext()
 	state, err := a.env.Dataplane.EnsurePort(opCtx, spec)
 	cancel()
-	details := map[string]string{"device": spec.Device, "bridge": spec.Bridge}
-	if spec.Binding == links.BindingVeth {
-		details["netns"] = spec.Peer.Netns
-	}
 	switch {
 	case errors.Is(err, links.ErrDeviceMissing):
 		// A tap binding waits for the hypervisor; the link watcher wakes us when it appears.
 		a.failures = 0
-		if a.wasUp || a.status.phase == nsv1.Phase_PHASE_ACTIVE {
+		if a.wasUp || a.status.phase == nsv1.Phase_PHASE_ACTIVE && !a.replugged {
 			a.status.report(nsv1.Phase_PHASE_DOWN, fmt.Sprintf("device %s disappeared", spec.Device), d.seq, d.received, details, nil)
 		} else {
 			a.status.report(nsv1.Phase_PHASE_BUILD, fmt.Sprintf("waiting for device %s", spec.Device), d.seq, time.Time{}, details, nil)
 		}
 	case errors.Is(err, links.ErrBridgeFull):
 		a.status.report(nsv1.Phase_PHASE_ERROR, err.Error(), d.seq, d.received, details, nil)
+	case errors.Is(err, links.ErrNotSupported):
+		// Will not heal without another kernel or another desired state: no retries.
+		a.failures = 0
+		a.status.report(nsv1.Phase_PHASE_ERROR, err.Error(), d.seq, d.received, details, nil)
 	case err != nil:
 		a.fail(ctx, err, details)
 	default:
 		a.failures = 0
-		a.wasUp = true
+		a.wasUp, a.replugged = true, false
 		details["ifindex"] = fmt.Sprint(state.Ifindex)
 		phase, reason := nsv1.Phase_PHASE_ACTIVE, "device "+spec.Device+" plugged into "+spec.Bridge
 		if !spec.AdminUp {
@@ -179,23 +217,62 @@ func (a *portActor) fail(ctx actor.Context, err error, details map[string]string
 	scheduleRetry(ctx, delay, a.gen)
 }
 
-func (a *portActor) remove(ctx actor.Context) {
+// unplugOld removes the port's previous plumbing when the new spec plugs it another way:
+// a port joining or leaving a trunk, a sub-port moving to another VLAN or parent.
+func (a *portActor) unplugOld(spec links.PortSpec) error {
+	old := a.plugged
+	a.plugged = &spec
+	if old == nil || old.Binding == spec.Binding && old.SubPort == spec.SubPort &&
+		(spec.Binding != links.BindingSubPort || old.Peer.Netns == spec.Peer.Netns) {
+		return nil
+	}
+	a.log.Info().Str("device", old.Device).Msg("port plugged another way now; removing the old plumbing")
+	opCtx, cancel := a.env.opContext()
+	defer cancel()
+	if err := a.env.Dataplane.DeletePort(opCtx, *old); err != nil {
+		a.plugged = old
+		return fmt.Errorf("remove the previous plumbing of port %s: %w", a.id, err)
+	}
+	a.wasUp, a.replugged = false, true // its device is gone because it is plugged another way, not by accident
+	return nil
+}
+
+// removalSpec is what DeletePort needs to remove the port's devices: what was plugged, or
+// after a restart what the last desired version says.
+func (a *portActor) removalSpec() links.PortSpec {
+	if a.plugged != nil {
+		return *a.plugged
+	}
 	d := a.desired
 	spec := links.PortSpec{ID: a.id, Device: links.TapName(a.id), Bridge: links.BridgeName(d.port.GetNetworkId())}
 	if a.network != nil && a.network.Spec.Bridge != "" {
 		spec.Bridge = a.network.Spec.Bridge
 	}
-	if d.port.GetBinding().GetType() == "veth" {
+	switch t := d.trunk; {
+	case t != nil && t.Parent != nil:
+		spec.Binding = links.BindingSubPort
+		spec.SubPort = links.SubPortOf{TrunkID: t.TrunkID, ParentID: t.Parent.GetId(), ParentDevice: links.TapName(t.Parent.GetId()), VLANID: t.VLANID}
+		if b := t.Parent.GetBinding(); b.GetType() == "veth" {
+			spec.Peer = links.VethPeer{Netns: b.GetNetns(), Name: links.PeerName(a.id)}
+			spec.SubPort.ParentPeer = links.PeerName(t.Parent.GetId())
+		}
+	case d.port.GetBinding().GetType() == "veth":
 		spec.Binding = links.BindingVeth
 		spec.Peer = links.VethPeer{Netns: d.port.GetBinding().GetNetns(), Name: links.PeerName(a.id)}
 	}
+	return spec
+}
+
+func (a *portActor) remove(ctx actor.Context) {
+	d := a.desired
 	opCtx, cancel := a.env.opContext()
-	err := a.env.Dataplane.DeletePort(opCtx, spec)
+	err := a.env.Dataplane.DeletePort(opCtx, a.removalSpec())
 	cancel()
 	if err != nil {
 		a.fail(ctx, fmt.Errorf("remove port devices: %w", err), nil)
 		return
 	}
+	a.plugged = nil
 	a.status.report(nsv1.Phase_PHASE_DELETED, "devices removed", d.seq, d.received, nil, nil)
 	ctx.Send(ctx.Parent(), &portGone{id: a.id})
 }

@@ -87,22 +87,53 @@ func NetworkSpec(cfg *config.Config, n *nsv1.Network) (links.NetworkSpec, error)
 	return spec, nil
 }
 
-// PortSpec translates a port on its (ready) network into the wanted devices.
-func PortSpec(p *nsv1.Port, n *nsv1.Network, plumbing links.NetworkSpec) (links.PortSpec, error) {
+// PortSpec translates a port on its (ready) network into the wanted devices. A sub-port of
+// a trunk on this host (att not nil) is carried on its parent port (SubPortSpec).
+func PortSpec(p *nsv1.Port, n *nsv1.Network, plumbing links.NetworkSpec, att *TrunkAttachment) (links.PortSpec, error) {
 	spec := links.PortSpec{
 		ID: p.GetId(), Device: links.TapName(p.GetId()), Bridge: plumbing.Bridge, MTU: int(n.GetMtu()),
 		AdminUp: p.IsAdminStateUp() && n.IsAdminStateUp(),
+	}
+	if att != nil {
+		return subPortSpec(spec, p, n, att)
 	}
 	if p.GetBinding().GetType() != "veth" {
 		spec.Binding = links.BindingTap
 		return spec, nil
 	}
-	mac, err := parseMAC(p.GetMacAddress())
+	peer, err := vethPeer(p, n, p.GetBinding().GetNetns(), true)
 	if err != nil {
 		return spec, err
 	}
-	spec.Binding = links.BindingVeth
-	spec.Peer = links.VethPeer{Netns: p.GetBinding().GetNetns(), Name: links.PeerName(p.GetId()), MAC: mac}
+	spec.Binding, spec.Peer = links.BindingVeth, peer
+	return spec, nil
+}
+
+// subPortSpec: a sub-port's device is carried as its VLAN on the parent's. Its own binding
+// does not matter while it is on a trunk: a veth-bound parent's VM also gets the sub-port's
+// VLAN interface (MAC, addresses, host routes; the default route stays the parent's).
+func subPortSpec(spec links.PortSpec, p *nsv1.Port, n *nsv1.Network, att *TrunkAttachment) (links.PortSpec, error) {
+	spec.Binding = links.BindingSubPort
+	spec.SubPort = links.SubPortOf{TrunkID: att.TrunkID, ParentID: att.Parent.GetId(),
+		ParentDevice: links.TapName(att.Parent.GetId()), VLANID: att.VLANID}
+	if b := att.Parent.GetBinding(); b.GetType() == "veth" {
+		peer, err := vethPeer(p, n, b.GetNetns(), false)
+		if err != nil {
+			return spec, err
+		}
+		spec.Peer, spec.SubPort.ParentPeer = peer, links.PeerName(att.Parent.GetId())
+	}
+	return spec, nil
+}
+
+// vethPeer is the VM side of a port in netns: MAC, fixed IPs with their subnets' prefix,
+// host routes and (withGateway) the default route via the gateway.
+func vethPeer(p *nsv1.Port, n *nsv1.Network, netns string, withGateway bool) (links.VethPeer, error) {
+	mac, err := parseMAC(p.GetMacAddress())
+	if err != nil {
+		return links.VethPeer{}, err
+	}
+	peer := links.VethPeer{Netns: netns, Name: links.PeerName(p.GetId()), MAC: mac}
 	subnets := map[string]*nsv1.Subnet{}
 	for _, s := range n.GetSubnets() {
 		subnets[s.GetId()] = s
@@ -111,17 +142,17 @@ func PortSpec(p *nsv1.Port, n *nsv1.Network, plumbing links.NetworkSpec) (links.
 	for _, ip := range p.GetFixedIps() {
 		s, ok := subnets[ip.GetSubnetId()]
 		if !ok {
-			return spec, fmt.Errorf("fixed_ips: subnet %s is not a subnet of network %s", ip.GetSubnetId(), n.GetId())
+			return peer, fmt.Errorf("fixed_ips: subnet %s is not a subnet of network %s", ip.GetSubnetId(), n.GetId())
 		}
 		_, cidr, err := parseCIDR(s.GetCidr())
 		if err != nil {
-			return spec, err
+			return peer, err
 		}
 		addr := parseIP(ip.GetIpAddress())
 		if addr == nil {
-			return spec, fmt.Errorf("fixed_ips: %q is not an IP address", ip.GetIpAddress())
+			return peer, fmt.Errorf("fixed_ips: %q is not an IP address", ip.GetIpAddress())
 		}
-		spec.Peer.Addresses = append(spec.Peer.Addresses, &net.IPNet{IP: addr, Mask: cidr.Mask})
+		peer.Addresses = append(peer.Addresses, &net.IPNet{IP: addr, Mask: cidr.Mask})
 		for _, r := range s.GetHostRoutes() {
 			_, dst, err := parseCIDR(r.GetDestination())
 			if err != nil {
@@ -131,14 +162,14 @@ func PortSpec(p *nsv1.Port, n *nsv1.Network, plumbing links.NetworkSpec) (links.
 				gateway = r.GetNexthop() // a 0.0.0.0/0 host route replaces the gateway
 				continue
 			}
-			spec.Peer.Routes = append(spec.Peer.Routes, links.Route{Dst: dst, Via: parseIP(r.GetNexthop())})
+			peer.Routes = append(peer.Routes, links.Route{Dst: dst, Via: parseIP(r.GetNexthop())})
 		}
 		if gateway == "" {
 			gateway = s.GetGatewayIp()
 		}
 	}
-	if gw := parseIP(gateway); gw != nil {
-		spec.Peer.Routes = append(spec.Peer.Routes, links.Route{Via: gw})
+	if gw := parseIP(gateway); gw != nil && withGateway {
+		peer.Routes = append(peer.Routes, links.Route{Via: gw})
 	}
-	return spec, nil
+	return peer, nil
 }

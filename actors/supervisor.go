@@ -61,6 +61,9 @@ type hostSupervisor struct {
 	children   map[string]childRef
 	devices    map[string]string    // port device name -> port id
 	objects    map[string]*objEntry // pluggable kinds, by kind/id
+	trunks     map[string]*trunkEntry
+	attached   map[string]*TrunkAttachment // sub-port id -> what its actor was told
+	portPhases map[string]portPhase        // last phase of each local port, for trunks
 	observers  []*actor.PID
 	remote     map[string]*nsv1.StatusEvent
 	errors     map[string]*statusTracker // objects reported by the supervisor itself
@@ -74,6 +77,7 @@ func newHostSupervisor(env *Env) *hostSupervisor {
 		networks: map[string]*netEntry{}, ports: map[string]*portEntry{}, secgroups: map[string]*nsv1.SecurityGroup{},
 		unhandled: map[string]uint64{}, children: map[string]childRef{}, devices: map[string]string{},
 		remote: map[string]*nsv1.StatusEvent{}, errors: map[string]*statusTracker{}, objects: map[string]*objEntry{},
+		trunks: map[string]*trunkEntry{}, attached: map[string]*TrunkAttachment{}, portPhases: map[string]portPhase{},
 	}
 }
 
@@ -111,6 +115,10 @@ func (h *hostSupervisor) Receive(ctx actor.Context) {
 		h.onNetworkConverged(ctx, m)
 	case *portGone:
 		h.onPortGone(ctx, m.id)
+	case *portPhase:
+		h.onPortPhase(ctx, m)
+	case *trunkGone:
+		h.onTrunkGone(ctx, m.id)
 	case *childFailed:
 		h.onChildFailed(m)
 	case *childRestarted:
@@ -167,6 +175,8 @@ func (h *hostSupervisor) onDesired(ctx actor.Context, m streams.Msg) {
 		h.onNetwork(ctx, s, deleted, m.Seq, received)
 	case *nsv1.Port:
 		h.onPort(ctx, s, deleted, m.Seq, received)
+	case *nsv1.Trunk:
+		h.onTrunk(ctx, s, deleted, m.Seq, received)
 	case *nsv1.SecurityGroup:
 		if deleted {
 			delete(h.secgroups, s.GetId())
@@ -306,7 +316,10 @@ func (h *hostSupervisor) onPort(ctx actor.Context, p *nsv1.Port, deleted bool, s
 		h.leaveNetwork(ctx, e)
 	}
 	e.seq, e.received, e.spec, e.deleted = seq, received, p, deleted
-	ctx.Send(e.pid, &portDesired{seq: seq, received: received, port: p, deleted: deleted})
+	att := h.attachmentOf(p.GetId())
+	h.attached[p.GetId()] = att
+	ctx.Send(e.pid, &portDesired{seq: seq, received: received, port: p, deleted: deleted, trunk: att})
+	h.reattachChildrenOf(ctx, p.GetId())
 	if deleted {
 		return
 	}
@@ -356,6 +369,9 @@ func (h *hostSupervisor) onPortGone(ctx actor.Context, id string) {
 	delete(h.children, e.pid.Id)
 	delete(h.devices, links.TapName(id))
 	delete(h.ports, id)
+	delete(h.attached, id)
+	delete(h.portPhases, id)
+	h.tellTrunks(ctx, id, memberPhase{id: id})
 }
 
 func (h *hostSupervisor) onChildFailed(m *childFailed) {
@@ -369,6 +385,8 @@ func (h *hostSupervisor) onChildFailed(m *childFailed) {
 		seq = h.ports[ref.id].seq
 	} else if n := h.networks[ref.id]; ref.kind == streams.KindNetwork && n != nil {
 		seq = n.seq
+	} else if t := h.trunks[ref.id]; ref.kind == streams.KindTrunk && t != nil {
+		seq = t.seq
 	}
 	h.report(ref.kind, ref.id, nsv1.Phase_PHASE_ERROR, fmt.Sprintf("actor crashed: %v; restarting", m.reason), seq)
 }
@@ -385,9 +403,13 @@ func (h *hostSupervisor) onChildRestarted(ctx actor.Context, child *actor.PID) {
 		h.log.Warn().Msg("observer restarted; it resynchronises on the next resync")
 	default:
 		h.resendObject(ctx, child, string(ref.kind)+"/"+ref.id)
+	case streams.KindTrunk:
+		if e := h.trunks[ref.id]; e != nil {
+			h.sendTrunk(ctx, e)
+		}
 	case streams.KindPort:
 		if e := h.ports[ref.id]; e != nil {
-			ctx.Send(child, &portDesired{seq: e.seq, received: e.received, port: e.spec, deleted: e.deleted})
+			ctx.Send(child, &portDesired{seq: e.seq, received: e.received, port: e.spec, deleted: e.deleted, trunk: h.attached[e.id]})
 			if n := h.networks[e.networkID]; n != nil {
 				st := n.state
 				if st == nil {
@@ -413,6 +435,9 @@ func (h *hostSupervisor) onCaughtUp(ctx actor.Context) {
 		return
 	}
 	h.caughtUp = true
+	for _, t := range h.trunks {
+		h.sendTrunk(ctx, t)
+	}
 	for _, n := range h.networks {
 		if n.spec == nil {
 			h.tellPorts(ctx, n, h.pendingState(n))
@@ -468,6 +493,14 @@ func (h *hostSupervisor) onLinkEvent(ctx actor.Context, ev links.LinkEvent) {
 	if id, ok := h.devices[ev.Name]; ok {
 		if p := h.ports[id]; p != nil {
 			ctx.Send(p.pid, &linkEvent{event: ev})
+		}
+		// A trunk parent's device carries its sub-ports: they re-check too.
+		for subID, att := range h.attached {
+			if att != nil && att.Parent.GetId() == id {
+				if p := h.ports[subID]; p != nil {
+					ctx.Send(p.pid, &linkEvent{event: ev})
+				}
+			}
 		}
 		return
 	}
@@ -554,6 +587,11 @@ func (h *hostSupervisor) counts() *Counts {
 		}
 	}
 	c.ByKind[string(streams.KindSecGroup)] = uint32(len(h.secgroups))
+	for _, t := range h.trunks {
+		if !t.deleted {
+			c.ByKind[string(streams.KindTrunk)]++
+		}
+	}
 	for _, o := range h.objects {
 		if !o.deleted {
 			c.ByKind[string(o.kind)]++

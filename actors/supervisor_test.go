@@ -31,9 +31,17 @@ type harness struct {
 	fake *links.Fake
 	rep  *actors.RecordingReporter
 	seq  uint64
+	sent []*actors.DesiredMsg // every desired message so far, to replay into a restarted supervisor
 }
 
 func newHarness(t *testing.T, dp links.Dataplane, fake *links.Fake) *harness {
+	t.Helper()
+	return newSeededHarness(t, dp, fake, nil)
+}
+
+// newSeededHarness starts the supervisor as a restarted agent does: lastStatus is what the
+// status stream held (key kind/id).
+func newSeededHarness(t *testing.T, dp links.Dataplane, fake *links.Fake, lastStatus map[string]*nsv1.StatusEvent) *harness {
 	t.Helper()
 	cfg := &config.Config{Host: "hostA"}
 	cfg.VXLAN.LocalIP = "198.18.0.1"
@@ -43,7 +51,8 @@ func newHarness(t *testing.T, dp links.Dataplane, fake *links.Fake) *harness {
 	}
 	rep := actors.NewRecordingReporter()
 	env := &actors.Env{Config: cfg, Dataplane: dp, Reporter: rep, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
-		OpTimeout: 5 * time.Second, Backoff: actors.Backoff{Base: 10 * time.Millisecond, Max: 100 * time.Millisecond}}
+		OpTimeout: 5 * time.Second, Backoff: actors.Backoff{Base: 10 * time.Millisecond, Max: 100 * time.Millisecond},
+		LastStatus: lastStatus}
 	system := actor.NewActorSystem()
 	host, err := system.Root.SpawnNamed(actors.HostProps(env), "host")
 	if err != nil {
@@ -73,7 +82,9 @@ func (h *harness) publish(change nsv1.ChangeKind, spec streams.Spec) uint64 {
 		h.t.Fatal(err)
 	}
 	h.seq++
-	h.root.Send(h.host, &actors.DesiredMsg{Msg: streams.Msg{Subject: msg.Subject, Seq: h.seq, Data: msg.Data}})
+	m := &actors.DesiredMsg{Msg: streams.Msg{Subject: msg.Subject, Seq: h.seq, Data: msg.Data}}
+	h.sent = append(h.sent, m)
+	h.root.Send(h.host, m)
 	return h.seq
 }
 

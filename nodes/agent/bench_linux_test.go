@@ -93,7 +93,7 @@ func BenchmarkPrivilegedAgent500Ports(b *testing.B) {
 		}
 		specs := make([]links.PortSpec, ports)
 		for i := range specs {
-			if specs[i], err = actors.PortSpec(e.benchPort(i+1), network, netSpec); err != nil {
+			if specs[i], err = actors.PortSpec(e.benchPort(i+1), network, netSpec, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -65,17 +65,14 @@ func (s PortSpec) validate() error {
 	switch s.Binding {
 	case BindingTap:
 	case BindingVeth:
-		errs = append(errs, validName("peer device", s.Peer.Name))
-		if s.Peer.Netns == "" || strings.ContainsAny(s.Peer.Netns, "/\x00") || s.Peer.Netns == "." || s.Peer.Netns == ".." {
-			errs = append(errs, fmt.Errorf("peer netns %q is not a valid name", s.Peer.Netns))
+		errs = append(errs, s.Peer.validate())
+	case BindingSubPort:
+		errs = append(errs, validName("parent device", s.SubPort.ParentDevice))
+		if s.SubPort.VLANID < 1 || s.SubPort.VLANID > 4094 {
+			errs = append(errs, fmt.Errorf("sub-port VLAN %d is outside 1-4094", s.SubPort.VLANID))
 		}
-		if s.Peer.MAC != nil && len(s.Peer.MAC) != 6 {
-			errs = append(errs, fmt.Errorf("peer mac %s is not an ethernet address", s.Peer.MAC))
-		}
-		for _, a := range s.Peer.Addresses {
-			if a == nil || a.IP == nil {
-				errs = append(errs, errors.New("peer address is empty"))
-			}
+		if s.Peer.Netns != "" {
+			errs = append(errs, s.Peer.validate(), validName("parent's peer device", s.SubPort.ParentPeer))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("unknown binding kind %d", s.Binding))
@@ -84,6 +81,23 @@ func (s PortSpec) validate() error {
 		return fmt.Errorf("port %s: invalid spec: %w", s.ID, err)
 	}
 	return nil
+}
+
+// validate checks the namespace side of a veth-bound port (or of a sub-port's VLAN interface).
+func (p VethPeer) validate() error {
+	errs := []error{validName("peer device", p.Name)}
+	if p.Netns == "" || strings.ContainsAny(p.Netns, "/\x00") || p.Netns == "." || p.Netns == ".." {
+		errs = append(errs, fmt.Errorf("peer netns %q is not a valid name", p.Netns))
+	}
+	if p.MAC != nil && len(p.MAC) != 6 {
+		errs = append(errs, fmt.Errorf("peer mac %s is not an ethernet address", p.MAC))
+	}
+	for _, a := range p.Addresses {
+		if a == nil || a.IP == nil {
+			errs = append(errs, errors.New("peer address is empty"))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // validName checks a Linux interface name: 1 to 15 bytes, no '/', ':' or whitespace.

@@ -336,13 +336,66 @@ func (f *Fake) ensurePort(spec PortSpec) (*fakeLink, error) {
 			return nil, err
 		}
 	}
-	if spec.Binding == BindingVeth {
-		var err error
+	var err error
+	switch spec.Binding {
+	case BindingVeth:
 		if l, err = f.ensureVeth(spec, l); err != nil {
 			return nil, err
 		}
+	case BindingSubPort:
+		if l, err = f.ensureSubPort(spec, l); err != nil {
+			return nil, err
+		}
 	}
-	return l, f.ensureLink(l, fakeWant{mtu: spec.MTU, master: br, up: spec.AdminUp})
+	if err := f.ensureLink(l, fakeWant{mtu: spec.MTU, master: br, up: spec.AdminUp}); err != nil {
+		return nil, err
+	}
+	if spec.Binding == BindingSubPort && spec.Peer.Netns != "" {
+		return l, f.ensureGuestVLAN(spec, l)
+	}
+	return l, nil
+}
+
+// ensureSubPort makes the sub-port's 802.1Q device on its parent's device.
+func (f *Fake) ensureSubPort(spec PortSpec, l *fakeLink) (*fakeLink, error) {
+	sp := spec.SubPort
+	if f.NoVLAN {
+		return nil, fmt.Errorf("sub-port %s: 802.1Q sub-interfaces: %w", spec.Device, ErrNotSupported)
+	}
+	parent := f.links[sp.ParentDevice]
+	if parent == nil {
+		return nil, fmt.Errorf("sub-port %s: parent %s: %w", spec.Device, sp.ParentDevice, ErrDeviceMissing)
+	}
+	if l != nil && l.kind == "vlan" && l.vlanParent == parent.name && l.vlanID == sp.VLANID {
+		return l, nil
+	}
+	if err := f.replace(l, spec.Device, "vlan"); err != nil {
+		return nil, err
+	}
+	l = f.newLink(spec.Device, "vlan", cmpOr(spec.MTU, parent.mtu))
+	l.vlanParent, l.vlanID = parent.name, sp.VLANID
+	f.notify(l, false)
+	return l, nil
+}
+
+// ensureGuestVLAN models the VM-side VLAN interface as the sub-port device's peer: it
+// needs the parent's veth peer in the namespace.
+func (f *Fake) ensureGuestVLAN(spec PortSpec, l *fakeLink) error {
+	parent := f.links[spec.SubPort.ParentDevice]
+	if parent == nil || parent.peer == nil || parent.peer.netns != spec.Peer.Netns || parent.peer.name != spec.SubPort.ParentPeer {
+		return fmt.Errorf("VLAN interface %s@%s: parent %s: %w", spec.Peer.Name, spec.Peer.Netns, spec.SubPort.ParentPeer, ErrDeviceMissing)
+	}
+	if l.peer == nil || l.peer.netns != spec.Peer.Netns || l.peer.name != spec.Peer.Name {
+		if err := f.write(OpCreate, spec.Peer.Name); err != nil {
+			return fmt.Errorf("create VLAN interface %s@%s: %w", spec.Peer.Name, spec.Peer.Netns, err)
+		}
+		l.peer = &fakePeer{netns: spec.Peer.Netns, name: spec.Peer.Name, mac: fakeMAC(l.index),
+			mtu: cmpOr(spec.MTU, 1500), addrs: map[string]bool{}, routes: map[string]string{}}
+	}
+	if err := f.configurePeer(l.peer, spec); err != nil {
+		return fmt.Errorf("configure VLAN interface %s@%s: %w", spec.Peer.Name, spec.Peer.Netns, err)
+	}
+	return nil
 }
 
 func (f *Fake) ensureVeth(spec PortSpec, l *fakeLink) (*fakeLink, error) {
@@ -438,6 +491,13 @@ func (f *Fake) DeletePort(ctx context.Context, spec PortSpec) error {
 			err = f.deleteLink(l.name)
 		}
 		if err == nil {
+			err = f.deleteNetnsIfEmpty(spec.Peer.Netns)
+		}
+	case BindingSubPort:
+		if l != nil && l.kind == "vlan" {
+			err = f.deleteLink(l.name)
+		}
+		if err == nil && spec.Peer.Netns != "" {
 			err = f.deleteNetnsIfEmpty(spec.Peer.Netns)
 		}
 	}
@@ -718,6 +778,11 @@ func (f *Fake) deleteLink(name string) error {
 func (f *Fake) unlink(l *fakeLink) {
 	delete(f.links, l.name)
 	f.notify(l, true)
+	for _, upper := range f.links {
+		if upper.kind == "vlan" && upper.vlanParent == l.name {
+			f.unlink(upper) // the kernel deletes a device's 802.1Q sub-interfaces with it
+		}
+	}
 	if l.kind != "bridge" {
 		return
 	}

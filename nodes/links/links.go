@@ -98,7 +98,24 @@ const (
 	BindingTap BindingKind = iota
 	// BindingVeth: netsource creates a veth pair and moves the peer into a namespace.
 	BindingVeth
+	// BindingSubPort: the port is a trunk sub-port, carried as VLAN SubPort.VLANID on its
+	// trunk's parent port (Neutron's trunk drivers). On a Linux bridge its device is the
+	// 802.1Q sub-interface tap<sub-port id[:11]> of the parent's device; on Open vSwitch the
+	// parent's br-int port translates the VLAN. When the parent is veth-bound, Peer is the
+	// VM-side VLAN interface on the parent's peer (see VLANInterface).
+	BindingSubPort
 )
+
+// SubPortOf says where a trunk sub-port is carried.
+type SubPortOf struct {
+	TrunkID      string
+	ParentID     string
+	ParentDevice string // the parent port's host-side device: tap<parent id[:11]>
+	// ParentPeer is the parent's device inside the VM namespace (Peer.Netns) when the parent
+	// is veth-bound; "" for a tap-bound parent, whose VM makes its own VLAN interface.
+	ParentPeer string
+	VLANID     int
+}
 
 // Route is a static route inside a veth port's namespace.
 type Route struct {
@@ -123,7 +140,8 @@ type PortSpec struct {
 	MTU     int    // 0: leave as is
 	AdminUp bool   // link state of Device (and of the peer)
 	Binding BindingKind
-	Peer    VethPeer // BindingVeth only
+	Peer    VethPeer  // BindingVeth; BindingSubPort with a veth-bound parent (the VM's VLAN interface)
+	SubPort SubPortOf // BindingSubPort only
 }
 
 // FDBEntry is a forwarding entry on a VXLAN device (l2population): frames for MAC go to

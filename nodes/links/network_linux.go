@@ -162,9 +162,15 @@ func vxlanMatches(have, want *netlink.Vxlan) bool {
 // ensureVLAN returns the 802.1Q sub-interface <dev>.<vid>, recreating one with another
 // parent or VLAN id.
 func (n *Netlink) ensureVLAN(spec NetworkSpec, name string) (netlink.Link, error) {
-	parent, err := lookup(n.h, spec.Uplink.Device)
+	return n.ensureVLANDevice("vlan uplink", name, spec.Uplink.Device, spec.Uplink.VLANID, spec.MTU)
+}
+
+// ensureVLANDevice returns the 802.1Q device name on parent with VLAN vid, recreating one
+// with another parent or VLAN id. what names the device's role in errors.
+func (n *Netlink) ensureVLANDevice(what, name, parentName string, vid, mtu int) (netlink.Link, error) {
+	parent, err := lookup(n.h, parentName)
 	if err == nil && parent == nil {
-		err = fmt.Errorf("vlan parent %s: %w", spec.Uplink.Device, ErrDeviceMissing)
+		err = fmt.Errorf("%s %s: parent %s: %w", what, name, parentName, ErrDeviceMissing)
 	}
 	if err != nil {
 		return nil, err
@@ -173,7 +179,7 @@ func (n *Netlink) ensureVLAN(spec NetworkSpec, name string) (netlink.Link, error
 	if err != nil {
 		return nil, err
 	}
-	if v, ok := have.(*netlink.Vlan); ok && v.VlanId == spec.Uplink.VLANID && v.ParentIndex == parent.Attrs().Index {
+	if v, ok := have.(*netlink.Vlan); ok && v.VlanId == vid && v.ParentIndex == parent.Attrs().Index {
 		return have, nil
 	}
 	if have != nil {
@@ -181,13 +187,13 @@ func (n *Netlink) ensureVLAN(spec NetworkSpec, name string) (netlink.Link, error
 			return nil, err
 		}
 	}
-	vlan := &netlink.Vlan{LinkAttrs: newAttrs(name, spec.MTU), VlanId: spec.Uplink.VLANID}
+	vlan := &netlink.Vlan{LinkAttrs: newAttrs(name, mtu), VlanId: vid}
 	vlan.ParentIndex = parent.Attrs().Index
 	l, err := n.createLink(vlan)
 	if isNotSupported(err) {
 		// A kernel without the 8021q module answers RTM_NEWLINK of kind "vlan" with
 		// EOPNOTSUPP ("Error: Unknown device type." in iproute2).
-		return nil, fmt.Errorf("vlan uplink %s: 802.1Q sub-interfaces: %w (%w)", name, ErrNotSupported, err)
+		return nil, fmt.Errorf("%s %s: 802.1Q sub-interfaces: %w (%w)", what, name, ErrNotSupported, err)
 	}
 	return l, err
 }

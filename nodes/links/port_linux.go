@@ -50,8 +50,16 @@ func (n *Netlink) ensurePort(spec PortSpec) (PortState, error) {
 		return PortState{}, fmt.Errorf("tap %s: %w", spec.Device, ErrDeviceMissing)
 	}
 	created := l == nil
-	if spec.Binding == BindingVeth {
+	switch spec.Binding {
+	case BindingVeth:
 		if l, err = n.ensureVeth(spec); err != nil {
+			return PortState{}, err
+		}
+	case BindingSubPort:
+		// As Neutron's Linux bridge trunk driver: the sub-port's device is an 802.1Q
+		// sub-interface of the parent's, plugged like any port.
+		sp := spec.SubPort
+		if l, err = n.ensureVLANDevice("sub-port", spec.Device, sp.ParentDevice, sp.VLANID, spec.MTU); err != nil {
 			return PortState{}, err
 		}
 	}
@@ -62,7 +70,29 @@ func (n *Netlink) ensurePort(spec PortSpec) (PortState, error) {
 		}
 		return PortState{}, err
 	}
+	if spec.Binding == BindingSubPort && spec.Peer.Netns != "" {
+		if err := n.ensureGuestVLAN(spec); err != nil {
+			return PortState{}, err
+		}
+	}
 	return n.portState(spec.Device)
+}
+
+// ensureGuestVLAN makes a sub-port's VLAN interface on its veth-bound parent inside the VM
+// namespace (what a guest of a trunk port configures itself).
+func (n *Netlink) ensureGuestVLAN(spec PortSpec) error {
+	_, changed, err := EnsureVLANInterface(GuestVLAN(spec))
+	if changed {
+		n.mutations.Add(1)
+	}
+	return err
+}
+
+// GuestVLAN is the VM-side VLAN interface of a sub-port whose parent is veth-bound.
+func GuestVLAN(spec PortSpec) VLANInterface {
+	return VLANInterface{Netns: spec.Peer.Netns, Parent: spec.SubPort.ParentPeer, Name: spec.Peer.Name,
+		VLANID: spec.SubPort.VLANID, MAC: spec.Peer.MAC, Addresses: spec.Peer.Addresses, Routes: spec.Peer.Routes,
+		MTU: spec.MTU, Up: spec.AdminUp}
 }
 
 // portState reads back what the port reached.
@@ -349,11 +379,35 @@ func (n *Netlink) DeletePort(ctx context.Context, spec PortSpec) error {
 		err = n.releaseFrom(spec.Device, spec.Bridge) // the tap is the hypervisor's
 	case BindingVeth:
 		err = n.deleteVeth(spec)
+	case BindingSubPort:
+		err = n.deleteSubPort(spec)
 	}
 	if err != nil {
 		return fmt.Errorf("delete port %s (%s): %w", spec.ID, spec.Device, err)
 	}
 	return nil
+}
+
+// deleteSubPort deletes the sub-port's 802.1Q device and its VLAN interface in the VM.
+func (n *Netlink) deleteSubPort(spec PortSpec) error {
+	l, err := lookup(n.h, spec.Device)
+	if err != nil {
+		return err
+	}
+	if l != nil && l.Type() == "vlan" {
+		if err := n.deleteFound(l); err != nil {
+			return err
+		}
+	}
+	if spec.Peer.Netns == "" {
+		return nil
+	}
+	if err := DeleteVLANInterface(spec.Peer.Netns, spec.SubPort.ParentPeer, spec.Peer.Name, spec.SubPort.VLANID); err != nil {
+		return err
+	}
+	n.nsMu.Lock()
+	defer n.nsMu.Unlock()
+	return n.deletePeerNetnsIfEmpty(spec.Peer.Netns)
 }
 
 // deleteVeth deletes the pair (the peer goes with the host side) and then the peer's

@@ -537,6 +537,9 @@ func (d *Dataplane) EnsurePort(ctx context.Context, spec links.PortSpec) (links.
 	if !ok {
 		return links.PortState{}, fmt.Errorf("plug port %s: network %s has no local VLAN on this host", spec.ID, spec.Bridge)
 	}
+	if spec.Binding == links.BindingSubPort {
+		return d.ensureSubPort(ctx, spec, n.LVID)
+	}
 	var dev netlink.Link
 	var err error
 	switch spec.Binding {
@@ -618,6 +621,12 @@ func (d *Dataplane) plug(ctx context.Context, spec links.PortSpec, lvid int) (bo
 // DeletePort implements links.Dataplane: the port leaves br-int; a veth pair is deleted
 // (and its namespace when netsource made it and it is empty), a tap stays.
 func (d *Dataplane) DeletePort(ctx context.Context, spec links.PortSpec) error {
+	if spec.Binding == links.BindingSubPort {
+		if err := d.deleteSubPort(ctx, spec); err != nil {
+			return fmt.Errorf("delete sub-port %s (%s): %w", spec.ID, spec.Device, err)
+		}
+		return nil
+	}
 	if err := d.unplug(ctx, spec.Device); err != nil {
 		return fmt.Errorf("delete port %s (%s): %w", spec.ID, spec.Device, err)
 	}
@@ -637,10 +646,19 @@ func (d *Dataplane) unplug(ctx context.Context, device string) error {
 	if err != nil {
 		return err
 	}
-	if p := db.Ports[device]; p != nil && p.Bridge == BrInt {
+	p := db.Ports[device]
+	if p == nil || p.Bridge != BrInt {
+		return nil
+	}
+	i := db.Interfaces[device]
+	if i == nil || i.Type != "patch" || !strings.HasPrefix(i.Options["peer"], twinPrefix) {
 		return d.vsctlWrite(ctx, "--if-exists", "del-port", BrInt, device)
 	}
-	return nil
+	// An orphaned trunk sub-port: its twin and the twin's flows go too.
+	if err := d.vsctlWrite(ctx, "--if-exists", "del-port", BrInt, device, "--", "--if-exists", "del-port", BrInt, i.Options["peer"]); err != nil {
+		return err
+	}
+	return d.sync(ctx)
 }
 
 // SetFDB implements links.Dataplane for l2population: vxlanDevice names the VNI

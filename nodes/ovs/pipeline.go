@@ -365,6 +365,7 @@ func buildFlows(m *model, db *dbSnapshot) flowSet {
 	}
 	tapBase(fs, db, m.tunneling)
 	taasFlows(fs, m, db, intTap, tapInt)
+	trunkFlows(fs, db)
 	return fs
 }
 

@@ -8,9 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
-	"sort"
-	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -167,7 +164,10 @@ func (d *Dataplane) configurePeer(h *netlink.Handle, ns netns.NsHandle, spec lin
 	// gets them before the kernel has filled in offloaded checksums: a VM's TCP and UDP
 	// would leave with bad checksums. Checksums are computed in the VM instead.
 	if d.cfg.DatapathType == "netdev" {
-		if err := d.txChecksumOff(ns, p.Name); err != nil {
+		offload := func(dev string, change func() error) error {
+			return d.netlinkWrite("tx checksum offload off on "+dev, change)
+		}
+		if err := links.TxChecksumOff(ns, offload, p.Name); err != nil {
 			return err
 		}
 	}
@@ -276,67 +276,6 @@ func (d *Dataplane) syncRoutes(h *netlink.Handle, l netlink.Link, want []links.R
 		errs = append(errs, d.netlinkWrite("replace route "+k, func() error { return h.RouteReplace(w) }))
 	}
 	return errors.Join(errs...)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-// ethtoolValue is struct ethtool_value.
-type ethtoolValue struct {
-	cmd  uint32
-	data uint32
-}
-
-const (
-	ethtoolGTXCSUM = 0x16
-	ethtoolSTXCSUM = 0x17
-)
-
-// ifreqData is struct ifreq with the ifr_data pointer.
-type ifreqData struct {
-	name [unix.IFNAMSIZ]byte
-	data unsafe.Pointer
-	_    [16]byte
-}
-
-// txChecksumOff turns transmit checksum offload off on a device of another namespace.
-// The ioctl needs a socket of that namespace: it is made on a thread switched there and
-// back (a thread that cannot switch back is discarded, see links.SocketIn).
-func (d *Dataplane) txChecksumOff(ns netns.NsHandle, name string) error {
-	fd, err := socketIn(ns)
-	if err != nil {
-		return fmt.Errorf("socket in peer netns: %w", err)
-	}
-	defer unix.Close(fd)
-	ioctl := func(cmd, data uint32) (uint32, error) {
-		v := ethtoolValue{cmd: cmd, data: data}
-		var req ifreqData
-		copy(req.name[:], name)
-		req.data = unsafe.Pointer(&v)
-		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req)))
-		runtime.KeepAlive(&v)
-		if errno != 0 {
-			return 0, errno
-		}
-		return v.data, nil
-	}
-	on, err := ioctl(ethtoolGTXCSUM, 0)
-	if err != nil {
-		return fmt.Errorf("read tx checksum offload of %s: %w", name, err)
-	}
-	if on == 0 {
-		return nil
-	}
-	return d.netlinkWrite("tx checksum offload off on "+name, func() error {
-		_, err := ioctl(ethtoolSTXCSUM, 0)
-		return err
-	})
 }
 
 // socketIn opens a datagram socket inside ns.

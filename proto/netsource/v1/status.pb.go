@@ -41,6 +41,9 @@ const (
 	Phase_PHASE_ERROR Phase = 5
 	// Removed from the host.
 	Phase_PHASE_DELETED Phase = 6
+	// Converged in part: some of the object's parts failed (a trunk's sub-ports); reason and
+	// details say which.
+	Phase_PHASE_DEGRADED Phase = 7
 )
 
 // Enum value maps for Phase.
@@ -53,6 +56,7 @@ var (
 		4: "PHASE_DOWN",
 		5: "PHASE_ERROR",
 		6: "PHASE_DELETED",
+		7: "PHASE_DEGRADED",
 	}
 	Phase_value = map[string]int32{
 		"PHASE_UNSPECIFIED": 0,
@@ -62,6 +66,7 @@ var (
 		"PHASE_DOWN":        4,
 		"PHASE_ERROR":       5,
 		"PHASE_DELETED":     6,
+		"PHASE_DEGRADED":    7,
 	}
 )
 
@@ -643,7 +648,7 @@ const file_netsource_v1_status_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aD\n" +
 	"\x16InterfaceMappingsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x88\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x9c\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rPHASE_PENDING\x10\x01\x12\x0f\n" +
@@ -652,7 +657,8 @@ const file_netsource_v1_status_proto_rawDesc = "" +
 	"\n" +
 	"PHASE_DOWN\x10\x04\x12\x0f\n" +
 	"\vPHASE_ERROR\x10\x05\x12\x11\n" +
-	"\rPHASE_DELETED\x10\x06B?Z=github.com/netsource/netsource/proto/netsource/v1;netsourcev1b\x06proto3"
+	"\rPHASE_DELETED\x10\x06\x12\x12\n" +
+	"\x0ePHASE_DEGRADED\x10\aB?Z=github.com/netsource/netsource/proto/netsource/v1;netsourcev1b\x06proto3"
 
 var (
 	file_netsource_v1_status_proto_rawDescOnce sync.Once
