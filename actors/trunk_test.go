@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/netsource/netsource/actors"
+	"github.com/netsource/netsource/nodes/firewall"
 	"github.com/netsource/netsource/nodes/links"
 	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
 	"github.com/netsource/netsource/streams"
@@ -238,5 +239,31 @@ func waitFor(t *testing.T, ok func() bool, what string) {
 			t.Fatalf("timed out waiting: %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestTrunkSubPortsGetSecurityGroups: a sub-port is a port of the host like any other, so
+// the firewall marks its device (the 802.1Q sub-interface tap<sub-port id> on Linux
+// bridges) and filters it with its own groups and anti-spoofing, not the parent's.
+func TestTrunkSubPortsGetSecurityGroups(t *testing.T) {
+	fw := firewall.NewFake()
+	h := newFWHarness(t, fw, nil)
+	parent, sub := fwPort(1), fwPort(2, fwWeb)
+	h.publish(created, fwNetwork())
+	h.publish(created, webGroup(8080))
+	h.publish(created, parent)
+	h.publish(created, sub)
+	h.publish(created, &nsv1.Trunk{Id: trunkID, PortId: parent.GetId(), Host: "hostA",
+		SubPorts: []*nsv1.SubPort{{PortId: sub.GetId(), SegmentationType: "vlan", SegmentationId: 101}}})
+	h.caughtUp()
+	ev := h.waitStatus(fwWeb, nsv1.Phase_PHASE_ACTIVE, 2, "")
+	if !strings.Contains(ev.GetDetails()["port_ids"], sub.GetId()) || strings.Contains(ev.GetDetails()["port_ids"], parent.GetId()) {
+		t.Errorf("group members %q: want the sub-port, not the parent", ev.GetDetails()["port_ids"])
+	}
+	dump := h.dump()
+	for _, want := range []string{links.TapName(sub.GetId()), "fa:16:3e:00:00:02", "192.0.2.12", "tcp dport 8080"} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("ruleset lacks %q for the sub-port:\n%s", want, dump)
+		}
 	}
 }

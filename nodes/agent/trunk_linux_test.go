@@ -240,3 +240,38 @@ func TestPrivilegedOVSTrunk(t *testing.T) {
 	}
 	pingN(t, vm1, "198.51.100.11", 2)
 }
+
+// TestPrivilegedLinuxBridgeTrunk: on the Linux bridge mechanism each sub-port's device is
+// an 802.1Q sub-interface of the parent's tap device in the bridge of the sub-port's
+// network, as Neutron's Linux bridge trunk driver makes it. On a kernel without 802.1Q
+// devices the test checks that the agent says so (sub-port ERROR, trunk DEGRADED, the
+// parent still forwarding) and skips; elsewhere it pings through the trunk.
+func TestPrivilegedLinuxBridgeTrunk(t *testing.T) {
+	prefix, hostA, hostB := twoHosts(t)
+	srv := natstest.StartAt(t, t.TempDir(), "127.0.0.1:-1")
+	startAgentProc(t, srv.NS.ClientURL(), "hostA", hostA, "--local-ip", "198.18.0.1")
+	startAgentProc(t, srv.NS.ClientURL(), "hostB", hostB, "--local-ip", "198.18.0.2")
+	_, js := srv.Connect()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := streams.NewPublisher(js, "test").Apply(ctx, trunkTopology(prefix, vlanSub(sub101ID, 101))); err != nil {
+		t.Fatal(err)
+	}
+	vm1 := prefix + "-vm1"
+	if err := exec.Command("ip", "-n", hostA, "link", "add", "link", "eth1", "name", "vlantest", "type", "vlan", "id", "99").Run(); err != nil {
+		sub, werr := streams.Wait(ctx, js, streams.WaitOptions{Kind: streams.KindPort, ID: sub101ID, Phase: nsv1.Phase_PHASE_ERROR})
+		if werr != nil || !strings.Contains(sub.GetReason(), "802.1Q") {
+			t.Fatalf("sub-port status on a kernel without 802.1Q: %v %v", sub, werr)
+		}
+		tr := waitTrunk(t, ctx, js, nsv1.Phase_PHASE_DEGRADED)
+		eventually(t, 20*time.Second, "the parent forwards untagged traffic", func() error { return ping(vm1, "192.0.2.11") })
+		t.Skipf("kernel has no 802.1Q VLAN devices (ip link add type vlan: %v); sub-port reports %q, trunk %q", err, sub.GetReason(), tr.GetReason())
+	}
+	waitTrunk(t, ctx, js, nsv1.Phase_PHASE_ACTIVE)
+	out := run(t, "ip", "-n", hostA, "-d", "link", "show", links.TapName(sub101ID))
+	if !strings.Contains(out, "vlan protocol 802.1Q id 101") || !strings.Contains(out, "master "+links.BridgeName(trunkNetB)) {
+		t.Fatalf("sub-port device is not VLAN 101 of the parent in network B's bridge:\n%s", out)
+	}
+	eventually(t, 20*time.Second, "vm1 (parent) -> vm2 on network A", func() error { return ping(vm1, "192.0.2.11") })
+	eventually(t, 20*time.Second, "vm1 (VLAN 101) -> vmb on network B", func() error { return ping(vm1, "198.51.100.11") })
+}

@@ -58,4 +58,12 @@
 // clone() in br-int tables 58 (OUT: in_port = the source port) and 59 (IN: dl_dst = its
 // MAC), one clone per tap id, so several tap flows on one port, or OUT on one port and IN
 // on its peer, all get their copy; and adds br-tun tables 4 and 37 for its tap id.
+//
+// # Trunks
+//
+// A trunk sub-port is a patch pair on br-int: tap<sub-port id[:11]>, an access port in its
+// network's local VLAN carrying the sub-port's iface-id, and its twin spt-<id[:11]> in the
+// dead VLAN 4095. Two flows in br-int table 0 join the twin to the parent's port, popping
+// the sub-port's VLAN on the way in and pushing it on the way out (trunk.go). No trunk
+// bridge: the parent stays an ordinary br-int port.
 package ovs

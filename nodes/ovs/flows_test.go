@@ -155,3 +155,42 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+func TestTrunkFlows(t *testing.T) {
+	twin := func(parent, vlan, up string) *dbInterface {
+		return &dbInterface{Type: "patch", OFPort: 7, ExternalIDs: map[string]string{extOwner: ownerSubPort, extParent: parent, extVLAN: vlan, extUp: up}}
+	}
+	for _, tc := range []struct {
+		name string
+		twin *dbInterface
+		want []string
+	}{
+		{"up", twin("tapparent", "101", "true"), []string{
+			"cookie=0x4e53030000000007,table=0,priority=30,in_port=3,dl_vlan=101,actions=pop_vlan,output:7",
+			"cookie=0x4e53030000000007,table=0,priority=30,in_port=7,actions=push_vlan:0x8100,set_field:4197->vlan_vid,output:3"}},
+		{"admin down", twin("tapparent", "101", "false"), []string{
+			"cookie=0x4e53030000000007,table=0,priority=30,in_port=3,dl_vlan=101,actions=drop",
+			"cookie=0x4e53030000000007,table=0,priority=30,in_port=7,actions=drop"}},
+		{"parent not on br-int", twin("tapgone", "101", "true"), []string{
+			"cookie=0x4e53030000000007,table=0,priority=30,in_port=7,actions=drop"}},
+		{"bad VLAN", twin("tapparent", "4095", "true"), []string{
+			"cookie=0x4e53030000000007,table=0,priority=30,in_port=7,actions=drop"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := &dbSnapshot{
+				Bridges:    map[string]*dbBridge{BrInt: {Name: BrInt, Ports: []string{"tapparent", "spt-sub"}}},
+				Ports:      map[string]*dbPort{"tapparent": {Name: "tapparent", Bridge: BrInt}, "spt-sub": {Name: "spt-sub", Bridge: BrInt}},
+				Interfaces: map[string]*dbInterface{"tapparent": {OFPort: 3}, "spt-sub": tc.twin},
+			}
+			fs := flowSet{}
+			trunkFlows(fs, db)
+			var got []string
+			for _, f := range fs.list(BrInt) {
+				got = append(got, f.String())
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("flows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
