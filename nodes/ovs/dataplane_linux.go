@@ -318,23 +318,35 @@ func (d *Dataplane) syncLocked(ctx context.Context) error {
 		// is not dumped again: a burst of tap flows touches br-int only. A bridge is compared
 		// with OVS again once VerifyAfter has passed (on the next change or the actors'
 		// periodic resync), so flows removed by hand come back.
-		if v, ok := d.verified[br]; ok && v.text == text && now.Sub(v.at) < d.cfg.VerifyAfter {
+		// A bridge checked a moment ago whose wanted flows changed is not dumped either: what
+		// it holds is what was then wanted, so the bundle is computed from that (a burst of
+		// sub-ports or tap flows then costs one bundle each, not a dump and a bundle while
+		// ovs-vswitchd is busy with the new ports).
+		v, recent := d.verified[br]
+		recent = recent && now.Sub(v.at) < d.cfg.VerifyAfter
+		if recent && v.text == text {
 			continue
 		}
-		if err := d.syncBridge(ctx, br, flows); err != nil {
+		var have []Flow
+		at := now
+		if recent {
+			have, at = v.flows, v.at
+		}
+		if err := d.syncBridge(ctx, br, have, flows); err != nil {
 			delete(d.verified, br)
 			errs = append(errs, err)
 			continue
 		}
-		d.verified[br] = verified{text: text, at: now}
+		d.verified[br] = verified{text: text, flows: flows, at: at}
 	}
 	return errors.Join(errs...)
 }
 
 // verified is what a bridge's netsource flows were last found or made to be, and when.
 type verified struct {
-	text string
-	at   time.Time
+	text  string
+	flows []Flow
+	at    time.Time // when OVS was last dumped: trust expires VerifyAfter later
 }
 
 // dumpFlows lists netsource's flows on a bridge (learned flows excluded).
@@ -347,12 +359,14 @@ func (d *Dataplane) dumpFlows(ctx context.Context, bridge string) ([]Flow, error
 	return parseDump(out)
 }
 
-// syncBridge applies the difference between a bridge's netsource flows and want in one
-// OpenFlow bundle (all or nothing).
-func (d *Dataplane) syncBridge(ctx context.Context, bridge string, want []Flow) error {
-	have, err := d.dumpFlows(ctx, bridge)
-	if err != nil {
-		return fmt.Errorf("flows of %s: %w", bridge, err)
+// syncBridge applies the difference between a bridge's netsource flows (have; nil: dump
+// them) and want in one OpenFlow bundle (all or nothing).
+func (d *Dataplane) syncBridge(ctx context.Context, bridge string, have, want []Flow) error {
+	if have == nil {
+		var err error
+		if have, err = d.dumpFlows(ctx, bridge); err != nil {
+			return fmt.Errorf("flows of %s: %w", bridge, err)
+		}
 	}
 	dels, adds := diffFlows(have, want)
 	if len(dels)+len(adds) == 0 {
