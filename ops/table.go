@@ -55,16 +55,16 @@ type TableOptions struct {
 const wideTerminal = 130
 
 // phaseRank orders object rows: what needs attention first.
-var phaseRank = map[string]int{"ERROR": 0, "DOWN": 1, "BUILD": 2, "PENDING": 3, "ACTIVE": 4, "DELETED": 5}
+var phaseRank = map[string]int{"ERROR": 0, "DEGRADED": 1, "DOWN": 2, "BUILD": 3, "PENDING": 4, "ACTIVE": 5, "DELETED": 6}
 
 var phaseColor = map[string]string{
-	"ERROR": "\x1b[1;31m", "DOWN": "\x1b[33m", "BUILD": "\x1b[36m", "PENDING": "\x1b[35m", "ACTIVE": "\x1b[32m", "DELETED": "\x1b[2m",
+	"ERROR": "\x1b[1;31m", "DEGRADED": "\x1b[1;33m", "DOWN": "\x1b[33m", "BUILD": "\x1b[36m", "PENDING": "\x1b[35m", "ACTIVE": "\x1b[32m", "DELETED": "\x1b[2m",
 	"down": "\x1b[1;31m", "starting": "\x1b[36m", "up": "\x1b[32m",
 }
 
 // RenderTable writes the hosts and objects of v as two tables under a title line: hosts
-// with heartbeat age and state, then objects with what needs attention (ERROR, DOWN, BUILD,
-// PENDING) first. Rows that do not fit the height are counted in a last line.
+// with heartbeat age and state, then objects with what needs attention (ERROR, DEGRADED,
+// DOWN, BUILD, PENDING) first. Rows that do not fit the height are counted in a last line.
 func RenderTable(w io.Writer, v View, o TableOptions) error {
 	hosts := o.Filter.Hosts(v.Hosts)
 	objs := o.Filter.Objects(v.Objects)
@@ -139,7 +139,7 @@ func titleLine(v View, hosts []HostView, objs []ObjectView, o TableOptions) stri
 		byPhase[ob.Phase]++
 	}
 	var phases []string
-	for _, p := range []string{"ERROR", "DOWN", "BUILD", "PENDING", "ACTIVE", "DELETED"} {
+	for _, p := range []string{"ERROR", "DEGRADED", "DOWN", "BUILD", "PENDING", "ACTIVE", "DELETED"} {
 		if n := byPhase[p]; n > 0 {
 			phases = append(phases, fmt.Sprintf("%d %s", n, p))
 		}

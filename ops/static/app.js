@@ -6,7 +6,7 @@
 const FEED_MAX = 200;
 const LATENCY_MAX = 500;
 const DELETED_TTL_MS = 120000;
-const PHASES = ['ERROR', 'DOWN', 'BUILD', 'PENDING', 'ACTIVE', 'DELETED'];
+const PHASES = ['ERROR', 'DEGRADED', 'DOWN', 'BUILD', 'PENDING', 'ACTIVE', 'DELETED'];
 const PHASE_RANK = Object.fromEntries(PHASES.map((p, i) => [p, i]));
 const KIND_COLORS = { network: '#0969da', port: '#1a7f37', secgroup: '#b26b00', loadbalancer: '#8250df',
   tapservice: '#bf3989', tapflow: '#1b7c83', trunk: '#57606a' };
