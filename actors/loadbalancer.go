@@ -179,6 +179,10 @@ func (a *lbActor) converge(ctx actor.Context) {
 	}
 	// Checked again here, whatever the publisher and the supervisor did: an event that
 	// bypassed them must not reach haproxy. The running instance keeps its last good config.
+	if d.Invalid != "" {
+		a.report(nsv1.Phase_PHASE_ERROR, d.Invalid+"; the running config is kept", d.Seq, d.Received)
+		return
+	}
 	if lb == nil {
 		a.report(nsv1.Phase_PHASE_ERROR, fmt.Sprintf("event at seq %d carries no load balancer", d.Seq), d.Seq, d.Received)
 		return

@@ -15,7 +15,7 @@ import (
 //
 // An ObjectProducer (Env.Objects, by kind) builds one actor per object of its kind, as the
 // supervisor does for ports: it receives *ObjectDesired for every version (Deleted for the
-// tombstone), *NetworkState for the network NetworkOf names (the network's bridge exists on
+// tombstone; Invalid set for a version that failed validation), *NetworkState for the network NetworkOf names (the network's bridge exists on
 // this host while such objects need it), *Resync, and after a crash the same messages again.
 // When it has removed a deleted object it sends *ObjectGone to its parent.
 //
@@ -36,6 +36,9 @@ type ObjectDesired struct {
 	Received time.Time
 	Spec     streams.Spec
 	Deleted  bool
+	// Invalid, when set, says why this version was rejected (the supervisor's validation):
+	// the actor reports ERROR with it at Seq and keeps running what it has.
+	Invalid string
 }
 
 // ObjectGone tells the supervisor a deleted object's actor has cleaned up.

@@ -135,13 +135,21 @@ type statusTracker struct {
 	phase          nsv1.Phase
 	reason         string
 	seq            uint64
+	// live: seq was reported by this process (a seeded one may be from a desired stream
+	// that has since been recreated with lower sequences).
+	live bool
 }
 
 func (s *statusTracker) report(phase nsv1.Phase, reason string, seq uint64, since time.Time, details map[string]string, l2 *nsv1.PortL2) {
 	if phase == s.phase && reason == s.reason && seq == s.seq {
 		return
 	}
-	s.phase, s.reason, s.seq = phase, reason, seq
+	if s.live && seq < s.seq {
+		// Never go back to an older desired version: after an invalid version was reported,
+		// what still runs from the one before must not overwrite that ERROR.
+		return
+	}
+	s.phase, s.reason, s.seq, s.live = phase, reason, seq, true
 	ev := &nsv1.StatusEvent{
 		Host: s.host, Kind: s.kind, Id: s.id, Phase: phase, Reason: reason, DesiredSeq: seq,
 		Time: timestamppb.Now(), Details: details, PortL2: l2,

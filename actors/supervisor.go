@@ -163,7 +163,15 @@ func (h *hostSupervisor) onDesired(ctx actor.Context, m streams.Msg) {
 	deleted := ev.GetChange() == nsv1.ChangeKind_CHANGE_KIND_DELETED
 	if !deleted {
 		if err := streams.ValidateSpec(streams.SpecOf(ev)); err != nil {
-			h.report(addr.Kind, addr.ID, nsv1.Phase_PHASE_ERROR, fmt.Sprintf("invalid event at seq %d: %v", m.Seq, err), m.Seq)
+			reason := fmt.Sprintf("invalid event at seq %d: %v", m.Seq, err)
+			if e := h.objects[string(addr.Kind)+"/"+addr.ID]; e != nil && !e.deleted {
+				// The object's actor publishes its status: it reports the error at this
+				// version and keeps what runs (a second reporter would be overwritten by the
+				// actor's next status for the older version).
+				ctx.Send(e.pid, &ObjectDesired{Seq: m.Seq, Received: time.Now(), Spec: streams.SpecOf(ev), Invalid: reason})
+				return
+			}
+			h.report(addr.Kind, addr.ID, nsv1.Phase_PHASE_ERROR, reason, m.Seq)
 			return
 		}
 	}

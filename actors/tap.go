@@ -72,12 +72,19 @@ func newTapBase(env *Env, deps TapDeps, kind streams.Kind, id string) tapBase {
 		status: env.tracker(string(kind), id)}
 }
 
-// onDesired records a new desired version; a new version resets the retry count.
-func (b *tapBase) onDesired(m *ObjectDesired) {
+// onDesired records a new desired version; a new version resets the retry count. A
+// version that failed validation is reported and not taken: what runs stays, and onDesired
+// returns false (nothing to converge).
+func (b *tapBase) onDesired(m *ObjectDesired) bool {
+	if m.Invalid != "" {
+		b.status.report(nsv1.Phase_PHASE_ERROR, m.Invalid+"; what runs is kept", m.Seq, m.Received, nil, nil)
+		return false
+	}
 	if b.desired == nil || b.desired.Seq != m.Seq || b.desired.Deleted != m.Deleted {
 		b.failures = 0
 	}
 	b.desired = m
+	return true
 }
 
 // building reports BUILD once per desired version.
@@ -124,8 +131,9 @@ func newTapServiceActor(env *Env, deps TapDeps, id string) actor.Actor {
 func (a *tapServiceActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *ObjectDesired:
-		a.onDesired(m)
-		a.converge(ctx)
+		if a.onDesired(m) {
+			a.converge(ctx)
+		}
 	case *Resync:
 		a.converge(ctx)
 	case *resync:
@@ -233,8 +241,9 @@ func (a *tapFlowActor) Receive(ctx actor.Context) {
 			a.unsubscribe = nil
 		}
 	case *ObjectDesired:
-		a.onDesired(m)
-		a.converge(ctx)
+		if a.onDesired(m) {
+			a.converge(ctx)
+		}
 	case *tapServiceChanged:
 		if spec, ok := a.spec(); ok && spec.GetTapServiceId() == m.serviceID {
 			a.failures = 0
