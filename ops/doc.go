@@ -11,7 +11,9 @@
 //	http.ListenAndServe(addr, ops.NewDashboard(fleet).Handler())
 //
 // Object names come from the desired stream (the last event of each object), so the
-// tables can say "web1" rather than only a UUID.
+// tables can say "web1" rather than only a UUID. A user that may not read it (the
+// dashboard role, read-only on status) sees objects by id, and every View carries a
+// Notice saying why.
 //
 // # Liveness
 //
