@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -163,41 +162,12 @@ func TestDashboardRoleWatchesByID(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, errc := startCLI(t, ctx, url, "--creds", creds("dashboard"), "dashboard", "--listen", addr)
-	var state ops.View
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/api/state")
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&state)
-			resp.Body.Close()
-		}
-		if err == nil && state.Ready && len(state.Objects) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dashboard /api/state: %v %+v", err, state)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	state := dashboardState(t, addr, func(v ops.View) bool { return v.Ready && len(v.Objects) == 1 })
 	if o := state.Objects[0]; o.ID != port0 || o.Name != "" || o.Phase != "ACTIVE" || state.Notice != ops.NamesRefused {
 		t.Fatalf("dashboard state %+v", state)
 	}
 	agent.status("port", port0, nsv1.Phase_PHASE_DOWN, 6)
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/api/state")
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&state)
-			resp.Body.Close()
-		}
-		if err == nil && len(state.Objects) == 1 && state.Objects[0].Phase == "DOWN" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the dashboard missed a live status: %v %+v", err, state)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	dashboardState(t, addr, func(v ops.View) bool { return len(v.Objects) == 1 && v.Objects[0].Phase == "DOWN" })
 	cancel()
 	if err := <-errc; err != nil {
 		t.Fatalf("dashboard ended with %v", err)

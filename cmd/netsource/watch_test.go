@@ -13,10 +13,32 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/netsource/netsource/ops"
 	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
 	"github.com/netsource/netsource/streams"
 	"github.com/netsource/netsource/streams/natstest"
 )
+
+// dashboardState polls the dashboard at addr until its /api/state satisfies ok (10 s at most).
+func dashboardState(t *testing.T, addr string, ok func(ops.View) bool) ops.View {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var state ops.View
+		resp, err := http.Get("http://" + addr + "/api/state")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&state)
+			resp.Body.Close()
+		}
+		if err == nil && ok(state) {
+			return state
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dashboard /api/state: %v %+v", err, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
 
 // startCLI runs the netsource command in-process until ctx ends, and returns what it
 // prints, line by line, and its result.
@@ -186,25 +208,7 @@ func TestDashboardCommand(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, errc := startCLI(t, ctx, url, "dashboard", "--listen", addr)
-	var state struct {
-		Hosts   []struct{ Host, State string }
-		Objects []struct{ ID, Phase string }
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/api/state")
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&state)
-			resp.Body.Close()
-		}
-		if err == nil && len(state.Hosts) == 1 && len(state.Objects) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dashboard /api/state: %v %+v", err, state)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	state := dashboardState(t, addr, func(v ops.View) bool { return len(v.Hosts) == 1 && len(v.Objects) == 1 })
 	if state.Hosts[0].Host != "hostA" || state.Hosts[0].State != "up" || state.Objects[0].Phase != "DOWN" {
 		t.Fatalf("state %+v", state)
 	}
