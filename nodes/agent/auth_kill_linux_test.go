@@ -34,20 +34,7 @@ type serverProc struct {
 }
 
 // kill sends sig to the process by its PID and waits (up to 20 s, then SIGKILL) for it.
-func (p *serverProc) kill(sig syscall.Signal) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (p *serverProc) kill(sig syscall.Signal) { stopByPID(p.cmd, p.done, sig) }
 
 // freePortRun returns the first of n consecutive ports from a random start in
 // [base, base+2000) that loopback listeners can take now.

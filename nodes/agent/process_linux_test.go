@@ -82,18 +82,22 @@ func startAgentProc(t *testing.T, url, host, netns string, extra ...string) *age
 }
 
 // signal stops the agent process by PID and waits for it.
-func (p *agentProc) signal(sig syscall.Signal) {
+func (p *agentProc) signal(sig syscall.Signal) { stopByPID(p.cmd, p.done, sig) }
+
+// stopByPID sends sig to the process started as cmd, by its PID, and waits until done
+// closes (up to 20 s, then SIGKILL).
+func stopByPID(cmd *exec.Cmd, done <-chan struct{}, sig syscall.Signal) {
 	select {
-	case <-p.done:
+	case <-done:
 		return
 	default:
 	}
-	_ = p.cmd.Process.Signal(sig)
+	_ = cmd.Process.Signal(sig)
 	select {
-	case <-p.done:
+	case <-done:
 	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		_ = cmd.Process.Kill()
+		<-done
 	}
 }
 

@@ -85,10 +85,7 @@ func (s PortSpec) validate() error {
 
 // validate checks the namespace side of a veth-bound port (or of a sub-port's VLAN interface).
 func (p VethPeer) validate() error {
-	errs := []error{validName("peer device", p.Name)}
-	if p.Netns == "" || strings.ContainsAny(p.Netns, "/\x00") || p.Netns == "." || p.Netns == ".." {
-		errs = append(errs, fmt.Errorf("peer netns %q is not a valid name", p.Netns))
-	}
+	errs := []error{validName("peer device", p.Name), validNetns(p.Netns)}
 	if p.MAC != nil && len(p.MAC) != 6 {
 		errs = append(errs, fmt.Errorf("peer mac %s is not an ethernet address", p.MAC))
 	}
@@ -98,6 +95,14 @@ func (p VethPeer) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validNetns checks the name of a named namespace (/run/netns/<name>).
+func validNetns(name string) error {
+	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+		return fmt.Errorf("netns %q is not a valid name", name)
+	}
+	return nil
 }
 
 // validName checks a Linux interface name: 1 to 15 bytes, no '/', ':' or whitespace.

@@ -74,30 +74,17 @@ func EnsureVLANInterface(v VLANInterface) (mode string, changed bool, err error)
 }
 
 func (v VLANInterface) validate() error {
-	errs := []error{validName("vlan interface", v.Name), validName("vlan parent", v.Parent), validNetns(v.Netns)}
+	// Name in Netns with MAC and addresses is what a veth port's peer is.
+	errs := []error{VethPeer{Netns: v.Netns, Name: v.Name, MAC: v.MAC, Addresses: v.Addresses}.validate(),
+		validName("vlan parent", v.Parent)}
 	if v.Name == v.Parent {
 		errs = append(errs, fmt.Errorf("vlan interface and parent are both %s", v.Name))
 	}
 	if v.VLANID < 1 || v.VLANID > 4094 {
 		errs = append(errs, fmt.Errorf("vlan id %d outside 1-4094", v.VLANID))
 	}
-	if v.MAC != nil && len(v.MAC) != 6 {
-		errs = append(errs, fmt.Errorf("mac %s is not an ethernet address", v.MAC))
-	}
-	for _, a := range v.Addresses {
-		if a == nil || a.IP == nil {
-			errs = append(errs, errors.New("address is empty"))
-		}
-	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid spec: %w", err)
-	}
-	return nil
-}
-
-func validNetns(name string) error {
-	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
-		return fmt.Errorf("netns %q is not a valid name", name)
 	}
 	return nil
 }
