@@ -121,6 +121,25 @@ func TestTapFlowWaitsForServiceAndPortsThenMirrors(t *testing.T) {
 	h.wait(streams.KindTapFlow, flowID, nsv1.Phase_PHASE_ACTIVE)
 	eventuallyT(t, func() bool { return strings.Contains(h.mirror.Dump(), "flow "+flowID+" IN ") })
 
+	// A forged invalid version (it bypassed the publisher) is ERROR at its sequence, stays
+	// ERROR over a resync, and the mirroring of the last good version goes on.
+	running := h.mirror.Dump()
+	h.publish(nsv1.ChangeKind_CHANGE_KIND_UPDATED, tapFlow(flowID, svcID, "SIDEWAYS"))
+	h.waitSeq(streams.KindTapFlow, flowID, nsv1.Phase_PHASE_ERROR, h.seq)
+	h.root.Send(h.host, &actors.Resync{})
+	if _, err := h.root.RequestFuture(h.host, &actors.GetCounts{}, 5*time.Second).Result(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if ev := h.rep.Latest(streams.KindTapFlow, flowID); ev.GetPhase() != nsv1.Phase_PHASE_ERROR || !strings.Contains(ev.GetReason(), "direction") {
+		t.Fatalf("after a resync the forged version's status is %v", ev)
+	}
+	if got := h.mirror.Dump(); got != running {
+		t.Fatalf("a forged version changed the mirror:\n%s", got)
+	}
+	h.publish(nsv1.ChangeKind_CHANGE_KIND_UPDATED, tapFlow(flowID, svcID, "IN"))
+	h.waitSeq(streams.KindTapFlow, flowID, nsv1.Phase_PHASE_ACTIVE, h.seq)
+
 	// Deleting the flow, then the service, removes everything and frees the tap id.
 	h.publish(nsv1.ChangeKind_CHANGE_KIND_DELETED, tapFlow(flowID, svcID, "IN"))
 	h.wait(streams.KindTapFlow, flowID, nsv1.Phase_PHASE_DELETED)
