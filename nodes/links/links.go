@@ -130,6 +130,10 @@ type VethPeer struct {
 	MAC       net.HardwareAddr
 	Addresses []*net.IPNet // fixed IPs with the subnet's prefix length
 	Routes    []Route      // default route via the gateway, host routes
+	// TxChecksumOff turns the peer's transmit checksum offload off: the userspace Open
+	// vSwitch datapath reads the host side's frames with a packet socket, before the kernel
+	// fills in offloaded checksums, so the VM must compute them.
+	TxChecksumOff bool
 }
 
 // PortSpec is the wanted state of one port on this host.

@@ -117,6 +117,9 @@ func (n *Netlink) markerPath(name string) string { return filepath.Join(n.marker
 
 // deletePeerNetnsIfEmpty deletes a namespace netsource created once nothing is left in it.
 func (n *Netlink) deletePeerNetnsIfEmpty(name string) error {
+	if name == "" {
+		return nil
+	}
 	if _, err := os.Stat(n.markerPath(name)); errors.Is(err, fs.ErrNotExist) {
 		return nil // not ours
 	}

@@ -107,6 +107,28 @@ func (n *Netlink) portState(device string) (PortState, error) {
 	return PortState{Ifindex: l.Attrs().Index, OperUp: l.Attrs().OperState == netlink.OperUp}, nil
 }
 
+// EnsureVeth creates or repairs a veth-bound port's pair and configures its namespace
+// side, and returns the host side without plugging it anywhere: for a dataplane that plugs
+// it itself (Open vSwitch).
+func (n *Netlink) EnsureVeth(spec PortSpec) (netlink.Link, error) {
+	if err := spec.validate(); err != nil {
+		return nil, err
+	}
+	return n.ensureVeth(spec)
+}
+
+// DeleteVeth deletes a veth-bound port's pair, and its namespace when netsource made it
+// and nothing else is left in it.
+func (n *Netlink) DeleteVeth(spec PortSpec) error { return n.deleteVeth(spec) }
+
+// DeletePeerNetnsIfEmpty deletes a VM namespace netsource made once only loopback is left
+// in it; a namespace it did not make is never deleted.
+func (n *Netlink) DeletePeerNetnsIfEmpty(name string) error {
+	n.nsMu.Lock()
+	defer n.nsMu.Unlock()
+	return n.deletePeerNetnsIfEmpty(name)
+}
+
 // ensureVeth makes sure the veth pair exists and configures its namespace side.
 func (n *Netlink) ensureVeth(spec PortSpec) (netlink.Link, error) {
 	host, ph, err := n.ensureVethPair(spec)
@@ -225,6 +247,11 @@ func (n *Netlink) configurePeer(h *netlink.Handle, spec PortSpec) error {
 	}
 	if err := n.ensureLink(h, l, linkWant{mtu: spec.MTU, up: spec.AdminUp}); err != nil {
 		return err
+	}
+	if p.TxChecksumOff {
+		if err := n.txChecksumOff(p.Netns, p.Name); err != nil {
+			return err
+		}
 	}
 	if !spec.AdminUp {
 		// Setting a link down makes the kernel flush its routes (fib_sync_down_dev), and a

@@ -56,11 +56,9 @@ type Dataplane struct {
 	log zerolog.Logger
 	run Runner
 
-	ns        netns.NsHandle
-	h         *netlink.Handle // the agent namespace
-	nl        *links.Netlink  // link events of the agent namespace
-	nsMu      sync.Mutex      // peer namespace create/delete vs veth creation
-	markerDir string
+	ns netns.NsHandle
+	h  *netlink.Handle // the agent namespace
+	nl *links.Netlink  // the agent namespace through links: link events, veth ports, VM namespaces
 
 	mu       sync.Mutex // guards the fields below
 	m        model
@@ -94,7 +92,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Dataplane, error
 		cfg.VerifyAfter = 5 * time.Second
 	}
 	d := &Dataplane{cfg: cfg, log: log.With().Str("mechanism", "openvswitch").Logger(), run: cfg.Runner,
-		markerDir: links.DefaultMarkerDir, physSeen: map[string]bool{}, portNet: map[string]string{},
+		physSeen: map[string]bool{}, portNet: map[string]string{},
 		exec: make(chan struct{}, maxExec), verified: map[string]verified{}}
 	if d.run == nil {
 		d.run = ExecRunner{DB: cfg.DB, RunDir: cfg.RunDir}
@@ -159,7 +157,13 @@ func (d *Dataplane) Close() {
 
 // Mutations counts database transactions, flow bundles and netlink writes that changed
 // something (or tried to).
-func (d *Dataplane) Mutations() uint64 { return d.mutations.Load() }
+func (d *Dataplane) Mutations() uint64 {
+	n := d.mutations.Load()
+	if d.nl != nil {
+		n += d.nl.Mutations() // veth pairs and VM namespaces
+	}
+	return n
+}
 
 // maxExec bounds the OVS tool processes running at once: hundreds of actors converging
 // together would otherwise open as many database connections.

@@ -64,7 +64,5 @@ func (d *Dataplane) deleteSubPort(ctx context.Context, spec links.PortSpec) erro
 	if err := links.DeleteVLANInterface(spec.Peer.Netns, spec.SubPort.ParentPeer, spec.Peer.Name, spec.SubPort.VLANID); err != nil {
 		return err
 	}
-	d.nsMu.Lock()
-	defer d.nsMu.Unlock()
-	return d.deletePeerNetnsIfEmpty(spec.Peer.Netns)
+	return d.nl.DeletePeerNetnsIfEmpty(spec.Peer.Netns)
 }
