@@ -111,6 +111,11 @@ func TestPrivilegedOVSTrunk(t *testing.T) {
 	// Untagged on the parent: network A. VLAN 101: network B, with the tag on the wire.
 	eventually(t, 20*time.Second, "vm1 (parent, untagged) -> vm2 on network A", func() error { return ping(vm1, "192.0.2.11") })
 	onParent := capture(t, a.netns, parentTap)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("diagnostics of hostA and vm1:\n%s", trunkDiagnostics(a, vm1))
+		}
+	})
 	eventually(t, 20*time.Second, "vm1 (VLAN 101) -> vmb on network B", func() error { return ping(vm1, "198.51.100.11") })
 	pingN(t, vm1, "198.51.100.11", 3)
 	tagged := 0
@@ -274,4 +279,25 @@ func TestPrivilegedLinuxBridgeTrunk(t *testing.T) {
 	}
 	eventually(t, 20*time.Second, "vm1 (parent) -> vm2 on network A", func() error { return ping(vm1, "192.0.2.11") })
 	eventually(t, 20*time.Second, "vm1 (VLAN 101) -> vmb on network B", func() error { return ping(vm1, "198.51.100.11") })
+}
+
+// trunkDiagnostics is what an operator would look at when a trunk VLAN does not pass:
+// the VM's links and tc filters, br-int's flows with counters and its MAC table.
+func trunkDiagnostics(h *ovsHost, vm string) string {
+	var b strings.Builder
+	for _, args := range [][]string{
+		{"ip", "-n", vm, "-d", "link"},
+		{"ip", "-n", vm, "addr"},
+		{"ip", "netns", "exec", vm, "tc", "filter", "show", "dev", links.PeerName(portAID), "ingress"},
+		{"ip", "netns", "exec", vm, "tc", "filter", "show", "dev", "vt-" + strings.TrimPrefix(links.PeerName(sub101ID), "ns-"), "ingress"},
+		{"ip", "-n", h.netns, "-s", "link", "show", links.TapName(portAID)},
+	} {
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		fmt.Fprintf(&b, "$ %s (%v)\n%s\n", strings.Join(args, " "), err, out)
+	}
+	flows, err := h.ovs.Ofctl("-O", "OpenFlow14", "dump-flows", "br-int")
+	fmt.Fprintf(&b, "br-int flows (%v):\n%s\n", err, flows)
+	ports, err := h.ovs.Ofctl("show", "br-int")
+	fmt.Fprintf(&b, "br-int ports (%v):\n%s\n", err, ports)
+	return b.String()
 }
