@@ -457,20 +457,30 @@ func (d *Dataplane) EnsureNetwork(ctx context.Context, spec links.NetworkSpec) e
 			}
 		}
 	}
-	d.mu.Unlock()
-	if want.LVID == 0 {
-		return fmt.Errorf("network %s: all %d local VLANs are in use", spec.ID, maxLocalVLAN)
-	}
-	if !ok || have != want {
-		if err := d.setRecord(ctx, want.key(), want.value()); err != nil {
-			return fmt.Errorf("network %s: record local VLAN %d: %w", spec.ID, want.LVID, err)
-		}
-		d.mu.Lock()
+	changed := want.LVID != 0 && (!ok || have != want)
+	if changed {
+		// Taken at once, under the lock that chose it: networks converge in parallel, and
+		// two that both chose before either recorded would share a local VLAN.
 		d.m.nets[spec.ID] = want
 		if want.Phys != "" {
 			d.physSeen[want.Phys] = true
 		}
-		d.mu.Unlock()
+	}
+	d.mu.Unlock()
+	if want.LVID == 0 {
+		return fmt.Errorf("network %s: all %d local VLANs are in use", spec.ID, maxLocalVLAN)
+	}
+	if changed {
+		if err := d.setRecord(ctx, want.key(), want.value()); err != nil {
+			d.mu.Lock()
+			if ok {
+				d.m.nets[spec.ID] = have
+			} else {
+				delete(d.m.nets, spec.ID)
+			}
+			d.mu.Unlock()
+			return fmt.Errorf("network %s: record local VLAN %d: %w", spec.ID, want.LVID, err)
+		}
 	}
 	if err := d.sync(ctx); err != nil {
 		return fmt.Errorf("network %s: %w", spec.ID, err)

@@ -8,8 +8,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -339,5 +341,47 @@ func TestPrivilegedOVSInventoryAndPruning(t *testing.T) {
 	}
 	if ids := h.ovs.MustVsctl("get", "Bridge", "br-int", "external_ids"); strings.Contains(ids, net2) || !strings.Contains(ids, net1) {
 		t.Fatalf("network records after pruning: %s", ids)
+	}
+}
+
+// TestPrivilegedOVSParallelNetworksGetDistinctLocalVLANs: network actors converge in
+// parallel; each network must get its own local VLAN (two sharing one would switch each
+// other's frames and lose one's flood flow). Found by a trunk test under CI load.
+func TestPrivilegedOVSParallelNetworksGetDistinctLocalVLANs(t *testing.T) {
+	_, ns := namespaces(t, "host")
+	h := newHost(t, ns[0], ovs.Config{LocalIP: net.ParseIP("198.18.0.1")})
+	ctx := ctxT(t)
+	const n = 12
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("%08x-0000-4000-8000-000000000000", 0x6a000000+i)
+			errs <- h.dp.EnsureNetwork(ctx, links.NetworkSpec{ID: id, Bridge: links.BridgeName(id),
+				Uplink: links.Uplink{Kind: links.UplinkVXLAN, VXLAN: links.VXLAN{VNI: uint32(2000 + i)}}})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := h.ovs.MustVsctl("get", "Bridge", "br-int", "external_ids")
+	seen := map[string]string{}
+	for _, m := range regexp.MustCompile(`netsource-net-([0-9a-f-]+)="lvid=(\d+)`).FindAllStringSubmatch(ids, -1) {
+		if other, dup := seen[m[2]]; dup {
+			t.Fatalf("networks %s and %s share local VLAN %s", other, m[1], m[2])
+		}
+		seen[m[2]] = m[1]
+	}
+	if len(seen) != n {
+		t.Fatalf("%d local VLAN records for %d networks:\n%s", len(seen), n, ids)
+	}
+	if flood := h.ovs.Flows("br-tun", "table=4"); len(flood) < n {
+		t.Fatalf("br-tun table 4 has %d flows for %d networks:\n%s", len(flood), n, strings.Join(flood, "\n"))
 	}
 }
