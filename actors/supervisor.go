@@ -63,6 +63,7 @@ type hostSupervisor struct {
 	objects    map[string]*objEntry // pluggable kinds, by kind/id
 	trunks     map[string]*trunkEntry
 	attached   map[string]*TrunkAttachment // sub-port id -> what its actor was told
+	memberOf   map[string]map[string]bool  // port id -> ids of the live trunks holding it
 	portPhases map[string]portPhase        // last phase of each local port, for trunks
 	observers  []*actor.PID
 	remote     map[string]*nsv1.StatusEvent
@@ -77,7 +78,7 @@ func newHostSupervisor(env *Env) *hostSupervisor {
 		networks: map[string]*netEntry{}, ports: map[string]*portEntry{}, secgroups: map[string]*nsv1.SecurityGroup{},
 		unhandled: map[string]uint64{}, children: map[string]childRef{}, devices: map[string]string{},
 		remote: map[string]*nsv1.StatusEvent{}, errors: map[string]*statusTracker{}, objects: map[string]*objEntry{},
-		trunks: map[string]*trunkEntry{}, attached: map[string]*TrunkAttachment{}, portPhases: map[string]portPhase{},
+		trunks: map[string]*trunkEntry{}, attached: map[string]*TrunkAttachment{}, memberOf: map[string]map[string]bool{}, portPhases: map[string]portPhase{},
 	}
 }
 
@@ -325,7 +326,7 @@ func (h *hostSupervisor) onPort(ctx actor.Context, p *nsv1.Port, deleted bool, s
 	}
 	e.seq, e.received, e.spec, e.deleted = seq, received, p, deleted
 	att := h.attachmentOf(p.GetId())
-	h.attached[p.GetId()] = att
+	h.setAttached(p.GetId(), att)
 	ctx.Send(e.pid, &portDesired{seq: seq, received: received, port: p, deleted: deleted, trunk: att})
 	h.reattachChildrenOf(ctx, p.GetId())
 	if deleted {
@@ -503,11 +504,9 @@ func (h *hostSupervisor) onLinkEvent(ctx actor.Context, ev links.LinkEvent) {
 			ctx.Send(p.pid, &linkEvent{event: ev})
 		}
 		// A trunk parent's device carries its sub-ports: they re-check too.
-		for subID, att := range h.attached {
-			if att != nil && att.Parent.GetId() == id {
-				if p := h.ports[subID]; p != nil {
-					ctx.Send(p.pid, &linkEvent{event: ev})
-				}
+		for _, subID := range h.subPortsOf(id) {
+			if p := h.ports[subID]; p != nil {
+				ctx.Send(p.pid, &linkEvent{event: ev})
 			}
 		}
 		return

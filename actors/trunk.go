@@ -2,7 +2,6 @@ package actors
 
 import (
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -222,13 +221,49 @@ func (h *hostSupervisor) onTrunk(ctx actor.Context, tr *nsv1.Trunk, deleted bool
 		e.pid = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return newTrunkActor(h.env, id) }))
 		h.children[e.pid.Id] = childRef{kind: streams.KindTrunk, id: id}
 	}
-	var before []string
+	var before, after []string
 	if !e.deleted {
 		before = memberIDs(e.spec)
 	}
+	if !deleted {
+		after = memberIDs(tr)
+	}
 	e.seq, e.received, e.spec, e.deleted = seq, received, tr, deleted
+	h.indexTrunk(e.id, before, after)
 	h.sendTrunk(ctx, e)
 	h.reattach(ctx, append(before, memberIDs(tr)...))
+}
+
+// indexTrunk records that trunk id now holds the ports after instead of before, so that
+// a port's trunks are found without scanning every trunk (ports' events and phases are
+// the hot path).
+func (h *hostSupervisor) indexTrunk(id string, before, after []string) {
+	for _, p := range before {
+		delete(h.memberOf[p], id)
+		if len(h.memberOf[p]) == 0 {
+			delete(h.memberOf, p)
+		}
+	}
+	for _, p := range after {
+		if h.memberOf[p] == nil {
+			h.memberOf[p] = map[string]bool{}
+		}
+		h.memberOf[p][id] = true
+	}
+}
+
+// trunksOf lists the live trunks that hold a port, as parent or sub-port, by id.
+func (h *hostSupervisor) trunksOf(portID string) []*trunkEntry {
+	ids := make([]string, 0, len(h.memberOf[portID]))
+	for id := range h.memberOf[portID] {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	out := make([]*trunkEntry, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, h.trunks[id])
+	}
+	return out
 }
 
 // sendTrunk gives a trunk's actor its desired version and its ports' phases. Until the
@@ -262,16 +297,7 @@ func (h *hostSupervisor) memberPhaseOf(id string) *memberPhase {
 
 // attachmentOf says whether a port is a sub-port of a trunk on this host, and how.
 func (h *hostSupervisor) attachmentOf(portID string) *TrunkAttachment {
-	ids := make([]string, 0, len(h.trunks))
-	for id := range h.trunks {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		t := h.trunks[id]
-		if t.deleted {
-			continue
-		}
+	for _, t := range h.trunksOf(portID) {
 		for _, sp := range t.spec.GetSubPorts() {
 			if sp.GetPortId() != portID {
 				continue
@@ -286,6 +312,26 @@ func (h *hostSupervisor) attachmentOf(portID string) *TrunkAttachment {
 	return nil
 }
 
+// setAttached remembers what a sub-port's actor was told (ports on no trunk are not kept).
+func (h *hostSupervisor) setAttached(portID string, att *TrunkAttachment) {
+	if att == nil {
+		delete(h.attached, portID)
+		return
+	}
+	h.attached[portID] = att
+}
+
+// subPortsOf lists the sub-ports of the trunks whose parent is portID.
+func (h *hostSupervisor) subPortsOf(portID string) []string {
+	var out []string
+	for _, t := range h.trunksOf(portID) {
+		if t.spec.GetPortId() == portID {
+			out = append(out, memberIDs(t.spec)[1:]...)
+		}
+	}
+	return out
+}
+
 // reattach re-drives the ports among ids whose trunk attachment changed.
 func (h *hostSupervisor) reattach(ctx actor.Context, ids []string) {
 	seen := map[string]bool{}
@@ -296,7 +342,7 @@ func (h *hostSupervisor) reattach(ctx actor.Context, ids []string) {
 		seen[id] = true
 		att := h.attachmentOf(id)
 		old := h.attached[id]
-		h.attached[id] = att
+		h.setAttached(id, att)
 		if e := h.ports[id]; e != nil && !e.deleted && !att.same(old) {
 			ctx.Send(e.pid, &portDesired{seq: e.seq, received: e.received, port: e.spec, trunk: att})
 		}
@@ -306,11 +352,7 @@ func (h *hostSupervisor) reattach(ctx actor.Context, ids []string) {
 // reattachChildrenOf re-drives the sub-ports of trunks whose parent is portID (the parent
 // appeared, changed its binding or went).
 func (h *hostSupervisor) reattachChildrenOf(ctx actor.Context, portID string) {
-	for _, t := range h.trunks {
-		if !t.deleted && t.spec.GetPortId() == portID {
-			h.reattach(ctx, memberIDs(t.spec)[1:])
-		}
-	}
+	h.reattach(ctx, h.subPortsOf(portID))
 }
 
 func (h *hostSupervisor) onPortPhase(ctx actor.Context, m *portPhase) {
@@ -320,10 +362,8 @@ func (h *hostSupervisor) onPortPhase(ctx actor.Context, m *portPhase) {
 
 // tellTrunks sends a port's phase to the trunks it belongs to.
 func (h *hostSupervisor) tellTrunks(ctx actor.Context, portID string, m memberPhase) {
-	for _, t := range h.trunks {
-		if !t.deleted && slices.Contains(memberIDs(t.spec), portID) {
-			ctx.Send(t.pid, &m)
-		}
+	for _, t := range h.trunksOf(portID) {
+		ctx.Send(t.pid, &m)
 	}
 }
 
