@@ -254,13 +254,52 @@ func TestPrivilegedOVSTrunk(t *testing.T) {
 func TestPrivilegedLinuxBridgeTrunk(t *testing.T) {
 	prefix, hostA, hostB := twoHosts(t)
 	srv := natstest.StartAt(t, t.TempDir(), "127.0.0.1:-1")
-	startAgentProc(t, srv.NS.ClientURL(), "hostA", hostA, "--local-ip", "198.18.0.1")
-	startAgentProc(t, srv.NS.ClientURL(), "hostB", hostB, "--local-ip", "198.18.0.2")
+	startFirewallAgent(t, srv.NS.ClientURL(), "hostA", hostA, "198.18.0.1")
+	startFirewallAgent(t, srv.NS.ClientURL(), "hostB", hostB, "198.18.0.2")
 	_, js := srv.Connect()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := streams.NewPublisher(js, "test").Apply(ctx, trunkTopology(prefix, vlanSub(sub101ID, 101))); err != nil {
+	// The sub-port has a security group of its own (TCP 8080 in, no ICMP); the parent has
+	// none; vm2 and vmb, which the parent and the sub-port ping, let ICMP in.
+	topo := trunkTopology(prefix, vlanSub(sub101ID, 101))
+	topo.SecurityGroups = []*nsv1.SecurityGroup{
+		{Id: fwWebID, Name: "web", Rules: []*nsv1.SecurityGroupRule{
+			fwRule(1, "ingress", "tcp", 8080, 8080, "198.51.100.0/24", ""), fwRule(3, "egress", "", -1, -1, "", "")}},
+		{Id: fwClientsID, Name: "ping", Rules: []*nsv1.SecurityGroupRule{
+			fwRule(4, "ingress", "icmp", -1, -1, "", ""), fwRule(5, "egress", "", -1, -1, "", "")}},
+	}
+	for _, p := range topo.Ports {
+		switch p.GetId() {
+		case sub101ID:
+			p.SecurityGroups = []string{fwWebID}
+		case portBID, peerBID:
+			p.SecurityGroups = []string{fwClientsID}
+		}
+	}
+	if _, err := streams.NewPublisher(js, "test").Apply(ctx, topo); err != nil {
 		t.Fatal(err)
+	}
+	// The firewall treats the sub-port as any port: its device (the 802.1Q sub-interface
+	// tap<sub-port id>) gets its own group and anti-spoofing in the kernel's ruleset.
+	if _, err := streams.Wait(ctx, js, streams.WaitOptions{Kind: streams.KindSecGroup, ID: fwWebID, Phase: nsv1.Phase_PHASE_ACTIVE, Host: "hostA"}); err != nil {
+		t.Fatal(err)
+	}
+	ruleset := nftRuleset(t, hostA)
+	subDev, parentDev, group := links.TapName(sub101ID), links.TapName(portAID), "sg-"+fwWebID
+	for chain, want := range map[string][]string{
+		"from-" + subDev:    {"ether saddr != fa:16:3e:00:01:01 drop", "ip saddr != 198.51.100.10 drop"},
+		"ingress-" + subDev: {"jump " + group + "-ingress"},
+		"egress-" + subDev:  {"jump " + group + "-egress"},
+	} {
+		body := nftChain(ruleset, chain)
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				t.Fatalf("chain %s lacks %q:\n%s\nruleset:\n%s", chain, w, body, ruleset)
+			}
+		}
+	}
+	if body := nftChain(ruleset, "ingress-"+parentDev) + nftChain(ruleset, "egress-"+parentDev); strings.Contains(body, group) {
+		t.Fatalf("the parent %s got the sub-port's group:\n%s", parentDev, body)
 	}
 	vm1 := prefix + "-vm1"
 	if err := exec.Command("ip", "-n", hostA, "link", "add", "link", "eth1", "name", "vlantest", "type", "vlan", "id", "99").Run(); err != nil {
@@ -279,6 +318,9 @@ func TestPrivilegedLinuxBridgeTrunk(t *testing.T) {
 	}
 	eventually(t, 20*time.Second, "vm1 (parent) -> vm2 on network A", func() error { return ping(vm1, "192.0.2.11") })
 	eventually(t, 20*time.Second, "vm1 (VLAN 101) -> vmb on network B", func() error { return ping(vm1, "198.51.100.11") })
+	if ping(prefix+"-vmb", "198.51.100.10") == nil {
+		t.Fatal("the sub-port's security group lets ICMP in")
+	}
 }
 
 // trunkDiagnostics is what an operator would look at when a trunk VLAN does not pass:
@@ -300,4 +342,14 @@ func trunkDiagnostics(h *ovsHost, vm string) string {
 	ports, err := h.ovs.Ofctl("show", "br-int")
 	fmt.Fprintf(&b, "br-int ports (%v):\n%s\n", err, ports)
 	return b.String()
+}
+
+// nftChain is the body of one chain of an `nft list ruleset` listing ("" when missing).
+func nftChain(ruleset, name string) string {
+	_, rest, ok := strings.Cut(ruleset, "chain "+name+" {\n")
+	if !ok {
+		return ""
+	}
+	body, _, _ := strings.Cut(rest, "\n\t}")
+	return body
 }
