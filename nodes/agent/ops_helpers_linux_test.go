@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -9,8 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netsource/netsource/nodes/links"
+	"github.com/netsource/netsource/nodes/metrics/metricstest"
 	"github.com/netsource/netsource/ops"
 )
 
@@ -127,19 +125,9 @@ func scrapeMetrics(t *testing.T, url string) map[string]float64 {
 
 func parseExposition(t *testing.T, r io.Reader) map[string]float64 {
 	t.Helper()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		out[line[:i]] = v
+	out, err := metricstest.Parse(r)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

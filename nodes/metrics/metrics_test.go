@@ -1,11 +1,9 @@
 package metrics
 
 import (
-	"bufio"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/netsource/netsource/actors"
+	"github.com/netsource/netsource/nodes/metrics/metricstest"
 	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
 	"github.com/netsource/netsource/streams/natstest"
 )
@@ -36,19 +35,9 @@ func scrape(t *testing.T, url string) map[string]float64 {
 
 func parseText(t *testing.T, r io.Reader) map[string]float64 {
 	t.Helper()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("sample %q: %v", line, err)
-		}
-		out[line[:i]] = v
+	out, err := metricstest.Parse(r)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
