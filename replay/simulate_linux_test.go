@@ -26,6 +26,7 @@ import (
 	"github.com/netsource/netsource/nodes/agent"
 	"github.com/netsource/netsource/nodes/config"
 	"github.com/netsource/netsource/nodes/links"
+	"github.com/netsource/netsource/nodes/links/linkstest"
 	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
 	"github.com/netsource/netsource/replay"
 	"github.com/netsource/netsource/streams"
@@ -41,14 +42,7 @@ func hostNetns(t *testing.T) (prefix, netns string) {
 	}
 	prefix = fmt.Sprintf("nsrp%04x", rand.IntN(0xffff))
 	netns = prefix + "-a"
-	t.Cleanup(func() {
-		out, _ := exec.Command("ip", "netns", "list").Output()
-		for _, line := range strings.Split(string(out), "\n") {
-			if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, prefix) {
-				_ = exec.Command("ip", "netns", "del", name).Run()
-			}
-		}
-	})
+	linkstest.RemoveNetnsOnCleanup(t, prefix)
 	for _, args := range [][]string{
 		{"netns", "add", netns},
 		{"-n", netns, "link", "set", "lo", "up"},

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/netsource/netsource/nodes/links"
+	"github.com/netsource/netsource/nodes/links/linkstest"
 	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
 	"github.com/netsource/netsource/streams"
 	"github.com/netsource/netsource/streams/natstest"
@@ -41,13 +42,8 @@ func twoHosts(t *testing.T) (prefix, hostA, hostB string) {
 	requireRoot(t)
 	prefix = fmt.Sprintf("nsag%04x", rand.IntN(0xffff))
 	hostA, hostB = prefix+"-a", prefix+"-b"
+	linkstest.RemoveNetnsOnCleanup(t, prefix)
 	t.Cleanup(func() {
-		out, _ := exec.Command("ip", "netns", "list").Output()
-		for _, line := range strings.Split(string(out), "\n") {
-			if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, prefix) {
-				_ = exec.Command("ip", "netns", "del", name).Run()
-			}
-		}
 		// The agents' records of the VM namespaces they created.
 		markers, _ := filepath.Glob(filepath.Join(links.DefaultMarkerDir, prefix+"*"))
 		for _, m := range markers {

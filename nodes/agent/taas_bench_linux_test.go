@@ -22,6 +22,7 @@ import (
 	"github.com/netsource/netsource/nodes/agent"
 	"github.com/netsource/netsource/nodes/config"
 	"github.com/netsource/netsource/nodes/links"
+	"github.com/netsource/netsource/nodes/links/linkstest"
 	"github.com/netsource/netsource/nodes/ovs/ovstest"
 	nsv1 "github.com/netsource/netsource/proto/netsource/v1"
 	"github.com/netsource/netsource/streams"
@@ -55,14 +56,7 @@ func newTaasBench(b *testing.B, mechanism string) *taasBench {
 	}
 	e := &taasBench{tb: b, prefix: fmt.Sprintf("nsta%04x", rand.IntN(0xffff))}
 	e.netns = e.prefix + "-host"
-	b.Cleanup(func() {
-		out, _ := exec.Command("ip", "netns", "list").Output()
-		for _, line := range strings.Split(string(out), "\n") {
-			if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, e.prefix) {
-				_ = exec.Command("ip", "netns", "del", name).Run()
-			}
-		}
-	})
+	linkstest.RemoveNetnsOnCleanup(b, e.prefix)
 	for _, args := range [][]string{{"ip", "netns", "add", e.netns}, {"ip", "-n", e.netns, "link", "set", "lo", "up"}} {
 		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 			b.Fatalf("%v: %v\n%s", args, err, out)

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/netsource/netsource/nodes/links/linkstest"
 )
 
 // requireRoot skips kernel tests for non-root users.
@@ -27,14 +29,7 @@ func testNetns(t testing.TB, names ...string) []string {
 	t.Helper()
 	requireRoot(t)
 	prefix := fmt.Sprintf("nsfw%04x", rand.IntN(0xffff))
-	t.Cleanup(func() {
-		out, _ := exec.Command("ip", "netns", "list").Output()
-		for _, line := range strings.Split(string(out), "\n") {
-			if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, prefix) {
-				_ = exec.Command("ip", "netns", "del", name).Run()
-			}
-		}
-	})
+	linkstest.RemoveNetnsOnCleanup(t, prefix)
 	var out []string
 	for _, n := range names {
 		ns := prefix + "-" + n

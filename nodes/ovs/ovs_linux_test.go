@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/netsource/netsource/nodes/links"
+	"github.com/netsource/netsource/nodes/links/linkstest"
 	"github.com/netsource/netsource/nodes/ovs"
 	"github.com/netsource/netsource/nodes/ovs/ovstest"
 	"github.com/netsource/netsource/nodes/taas"
@@ -53,14 +54,7 @@ func namespaces(t *testing.T, names ...string) (string, []string) {
 	t.Helper()
 	requireRoot(t)
 	prefix := fmt.Sprintf("nsov%04x", rand.IntN(0xffff))
-	t.Cleanup(func() {
-		out, _ := exec.Command("ip", "netns", "list").Output()
-		for _, line := range strings.Split(string(out), "\n") {
-			if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, prefix) {
-				_ = exec.Command("ip", "netns", "del", name).Run()
-			}
-		}
-	})
+	linkstest.RemoveNetnsOnCleanup(t, prefix)
 	var out []string
 	for _, n := range names {
 		ns := prefix + "-" + n
