@@ -222,7 +222,10 @@ func (a *portActor) fail(ctx actor.Context, err error, details map[string]string
 func (a *portActor) unplugOld(spec links.PortSpec) error {
 	old := a.plugged
 	a.plugged = &spec
-	if old == nil || old.Binding == spec.Binding && old.SubPort == spec.SubPort &&
+	// A tap binding made nothing (the device is someone else's) and the new plumbing takes
+	// the device over: this is also how a restarted agent meets a sub-port whose trunk event
+	// comes later in the stream than the port's, and it must change nothing then.
+	if old == nil || old.Binding == links.BindingTap || old.Binding == spec.Binding && old.SubPort == spec.SubPort &&
 		(spec.Binding != links.BindingSubPort || old.Peer.Netns == spec.Peer.Netns) {
 		return nil
 	}
